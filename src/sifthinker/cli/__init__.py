@@ -1,0 +1,30 @@
+"""The `sifthinker` console script: one click group; each area registers its commands from a submodule."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+# Submodules that add commands to `main`; each owns one area (data, pipeline, model, serve, ...).
+_COMMAND_MODULES = ["data", "pipeline", "model", "serve"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """SIFThinker: build SIF data, train, evaluate, register and serve spatial-reasoning VLMs."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+for _name in _COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"sifthinker.cli.{_name}")
+    except ModuleNotFoundError as e:  # an area not yet present in this checkout
+        if e.name != f"sifthinker.cli.{_name}":
+            raise
+        continue
+    _mod.register(main)

@@ -1,0 +1,1 @@
+"""Data build: sources, SIF trajectories, records and their checks."""
