@@ -1,24 +1,13 @@
 """The SIF trace format (spec section 1): strict validation, parsing, rendering, lenient extraction.
 
-A SIF trace is::
+``<think><area>[{"bbox_2d":[x1,y1,x2,y2],"depth":d}, ...]</area><text>...</text>...</think>``
+followed by ``<answer>...</answer>``; boxes per-axis normalised to [0, 1], depth in [0, 1] (0 = nearest),
+every number with at most 3 decimals.
 
-    <think>
-    <area>[{"bbox_2d":[x1,y1,x2,y2],"depth":d}, ...]</area>
-    <text>analysis of that region</text>
-    ... more <area>/<text> pairs ...
-    </think>
-    <answer>final answer</answer>
-
-Boxes are per-axis normalised to [0, 1] with at most 3 decimals; ``depth`` is the mean relative depth
-(0 = nearest) in [0, 1], also at most 3 decimals.
-
-Two families of functions live here:
-
-* strict: :func:`validate` (all problems, never raises), :func:`parse` (raises on the first problem,
-  in document order) and :func:`render` (canonical text that :func:`parse` accepts). ``r_format`` is
-  exactly ``validate(text) == []``.
-* lenient: :func:`extract_answer` and :func:`extract_areas`, which recover what they can from a
-  malformed completion so that the answer, box and depth rewards do not depend on the format reward.
+* strict: :func:`validate` (all problems, never raises; ``r_format`` is ``validate(text) == []``),
+  :func:`parse` (raises on the first problem in document order), :func:`render` (canonical text).
+* lenient: :func:`extract_answer`, :func:`extract_areas` recover what they can from a malformed
+  completion, so the answer, box and depth rewards do not depend on the format reward.
 """
 
 from __future__ import annotations
@@ -29,20 +18,19 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "FULL_IMAGE", "Box", "Step", "Trace", "TraceFormatError",
-    "extract_answer", "extract_areas", "fmt_num", "parse", "render", "validate",
-]
-
 FULL_IMAGE: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
 MAX_DECIMALS = 3
 _COORD_NAMES = ("x1", "y1", "x2", "y2")
-_PAIR_TAGS = ("area", "text")
 _TOP_TAGS = ("think", "answer")
 # Tolerant of case and inner spaces on purpose: "<Area >" is reported as a malformed tag instead of
 # being silently treated as plain text, which would produce a far less helpful message.
 _TAG_RE = re.compile(r"<\s*(/?)\s*(think|answer|area|text)\s*>", re.IGNORECASE)
 _PLAIN_NUMBER_RE = re.compile(r"-?\d+(?:\.(\d+))?")
+
+
+def _key(m: re.Match[str]) -> tuple[bool, str]:
+    """(is closing, lower-case name) of a matched tag."""
+    return m.group(1) == "/", m.group(2).lower()
 
 
 class TraceFormatError(ValueError):
@@ -97,10 +85,7 @@ class Trace:
         return self.steps[-1].boxes if self.steps else ()
 
 
-# --------------------------------------------------------------------------------------------------
-# strict checking
-
-
+# ---- strict checking ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Num:
     """A JSON number with its raw token, so decimals and exponents are judged on what was written."""
@@ -115,7 +100,7 @@ def _json_with_raw_numbers(content: str) -> Any:
     return json.loads(
         content,
         parse_float=lambda s: _Num(float(s), s),
-        parse_int=lambda s: _Num(float(int(s)), s),
+        parse_int=lambda s: _Num(float(s), s),  # float(s), not float(int(s)): huge ints give inf
         parse_constant=lambda s: _Num(float("nan"), s, finite=False),
     )
 
@@ -141,25 +126,22 @@ def _check_number(v: Any, where: str, problems: list[str]) -> float | None:
     if not v.finite:
         problems.append(f"{where} must be a finite number, got {v.raw}")
         return None
-    ok = True
+    n_before = len(problems)
     m = _PLAIN_NUMBER_RE.fullmatch(v.raw)
     if m is None:
         problems.append(f"{where} ({v.raw}) must be written as a plain decimal, without an exponent")
-        ok = False
     elif m.group(1) is not None and len(m.group(1)) > MAX_DECIMALS:
         problems.append(f"{where} ({v.raw}) has more than {MAX_DECIMALS} decimals")
-        ok = False
     if not 0.0 <= v.value <= 1.0:
         problems.append(f"{where} ({v.raw}) must be in [0, 1]")
-        ok = False
-    return v.value if ok else None
+    return v.value if len(problems) == n_before else None
 
 
 def _check_area(content: str, label: str, problems: list[str]) -> tuple[Box, ...] | None:
     """Strictly check an area's JSON content; append problems; return the boxes when all is well."""
     try:
         data = _json_with_raw_numbers(content)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # absurdly nested JSON must not make validate() raise
         problems.append(f"{label}: invalid JSON ({exc})")
         return None
     if not isinstance(data, list):
@@ -186,7 +168,10 @@ def _check_area(content: str, label: str, problems: list[str]) -> tuple[Box, ...
             if not isinstance(bbox, list) or len(bbox) != 4:
                 problems.append(f"{where}: bbox_2d must be a list of 4 numbers")
             else:
-                coords = [_check_number(v, f"{where}: {n}", problems) for v, n in zip(bbox, _COORD_NAMES)]
+                coords = [
+                    _check_number(v, f"{where}: {n}", problems)
+                    for v, n in zip(bbox, _COORD_NAMES, strict=True)
+                ]
         depth = _check_number(item["depth"], f"{where}: depth", problems) if "depth" in item else None
         x1, y1, x2, y2 = coords
         if x1 is not None and x2 is not None and not x2 > x1:
@@ -208,7 +193,7 @@ def _check_think(
     expected = "area"
     cursor = start
     for m in (t for t in tags if start <= t.start() < end):
-        closing, name = m.group(1) == "/", m.group(2).lower()
+        closing, name = _key(m)
         if open_tag is not None:
             open_name = open_tag.group(2).lower()
             if closing and name == open_name:
@@ -219,8 +204,8 @@ def _check_think(
                 # Report and skip the tag, keeping the element open, so one stray tag yields one message.
                 out.append((m.start(), f"think: tag {m.group(0)} inside <{open_name}> (nested or unclosed)"))
             continue
-        if text[cursor : m.start()].strip():
-            out.append((cursor, f"think: stray text outside <area>/<text>: {_snippet(text[cursor : m.start()])}"))
+        if (stray := text[cursor : m.start()]).strip():
+            out.append((cursor, f"think: stray text outside <area>/<text>: {_snippet(stray)}"))
         cursor = m.end()
         if name in _TOP_TAGS:
             out.append((m.start(), f"think: stray tag {m.group(0)} inside <think>"))
@@ -228,12 +213,9 @@ def _check_think(
             out.append((m.start(), f"think: {m.group(0)} without a matching opening tag"))
         else:
             if name != expected:
-                if elements:
-                    last = elements[-1][0]
-                    prev = f"{last} {sum(e[0] == last for e in elements)}"
-                    out.append((m.start(), f"think: expected <{expected}> after {prev}, found <{name}>"))
-                else:
-                    out.append((m.start(), f"think: must start with <area>, found <{name}>"))
+                # Here the previous element has the same kind as this tag, so count that kind.
+                prev = f"after {name} {sum(e[0] == name for e in elements)}" if elements else "first"
+                out.append((m.start(), f"think: expected <{expected}> {prev}, found <{name}>"))
             open_tag = m
     if open_tag is not None:
         out.append((open_tag.start(), f"think: <{open_tag.group(2).lower()}> is never closed"))
@@ -258,7 +240,7 @@ def _check_think(
     if len(out) > n_before:
         return None
     # No problems means elements alternate area, text, area, text, ... so zip pairs them correctly.
-    return tuple(Step(b, t) for b, t in zip(boxes_per_area, texts) if b is not None)
+    return tuple(Step(b, t) for b, t in zip(boxes_per_area, texts, strict=True) if b is not None)
 
 
 def _check(text: str) -> tuple[Trace | None, list[str]]:
@@ -270,22 +252,20 @@ def _check(text: str) -> tuple[Trace | None, list[str]]:
         if m.group(0) != canonical:
             out.append((m.start(), f"malformed tag {m.group(0)!r}; write {canonical!r}"))
 
-    def find(closing: bool, name: str, after: int = 0) -> re.Match[str] | None:
-        return next((m for m in tags if m.start() >= after and (m.group(1) == "/") == closing
-                     and m.group(2).lower() == name), None)
+    def find(key: tuple[bool, str], after: int = 0) -> re.Match[str] | None:
+        return next((m for m in tags if m.start() >= after and _key(m) == key), None)
 
     counts_ok = True
     for closing, name in ((False, "think"), (True, "think"), (False, "answer"), (True, "answer")):
-        n = sum(1 for m in tags if (m.group(1) == "/") == closing and m.group(2).lower() == name)
-        if n != 1:
+        if (n := sum(_key(m) == (closing, name) for m in tags)) != 1:
             counts_ok = False
             # Position -1: a missing or repeated top-level tag is the most fundamental problem.
             out.append((-1, f"expected exactly one <{'/' if closing else ''}{name}>, found {n}"))
 
-    t_open = find(False, "think")
-    t_close = find(True, "think", t_open.end()) if t_open else None
-    a_open = find(False, "answer", t_close.end() if t_close else 0)
-    a_close = find(True, "answer", a_open.end()) if a_open else None
+    t_open = find((False, "think"))
+    t_close = find((True, "think"), t_open.end()) if t_open else None
+    a_open = find((False, "answer"), t_close.end() if t_close else 0)
+    a_close = find((True, "answer"), a_open.end()) if a_open else None
     if counts_ok and None in (t_open, t_close, a_open, a_close):
         out.append((-1, "tags out of order: expected <think>...</think> followed by <answer>...</answer>"))
 
@@ -299,9 +279,11 @@ def _check(text: str) -> tuple[Trace | None, list[str]]:
         if not answer:
             out.append((a_open.start(), "answer is empty"))
     if t_open and t_close and a_open and a_close:
-        for lo, hi, where in ((0, t_open.start(), "before <think>"),
-                              (t_close.end(), a_open.start(), "between </think> and <answer>"),
-                              (a_close.end(), len(text), "after </answer>")):
+        for lo, hi, where in (
+            (0, t_open.start(), "before <think>"),
+            (t_close.end(), a_open.start(), "between </think> and <answer>"),
+            (a_close.end(), len(text), "after </answer>"),
+        ):
             if text[lo:hi].strip():
                 out.append((lo, f"text {where} is not allowed: {_snippet(text[lo:hi])}"))
     out.sort(key=lambda pm: pm[0])  # stable: messages at one position keep their checking order
@@ -328,10 +310,7 @@ def parse(text: str) -> Trace:
     return trace
 
 
-# --------------------------------------------------------------------------------------------------
-# rendering
-
-
+# ---- rendering ------------------------------------------------------------------------------------
 def fmt_num(x: float) -> str:
     """Format a number rounded to 3 decimals, compactly: ``0``, ``1``, ``0.5``, ``0.25``, ``0.125``."""
     s = f"{float(x):.{MAX_DECIMALS}f}".rstrip("0").rstrip(".")
@@ -363,11 +342,9 @@ def render(trace: Trace) -> str:
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# lenient extraction (for rewards that must not depend on the format reward)
-
-_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
-_AREA_RE = re.compile(r"<area>(.*?)</area>", re.DOTALL)
+# ---- lenient extraction (for rewards that must not depend on the format reward) -------------------
+# The content may not contain another "<area>", so "<area><area>[...]</area>" yields the inner list.
+_AREA_RE = re.compile(r"<area>((?:(?!<area>).)*?)</area>", re.DOTALL)
 
 
 def extract_answer(text: str) -> str | None:
@@ -378,33 +355,21 @@ def extract_answer(text: str) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    close = text.rfind(_ANSWER_CLOSE)
-    if close < 0:
-        return None
-    open_ = text.rfind(_ANSWER_OPEN, 0, close)
-    if open_ < 0:
-        return None
-    return text[open_ + len(_ANSWER_OPEN) : close].strip()
-
-
-def _lenient_number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
+    close = text.rfind("</answer>")
+    open_ = text.rfind("<answer>", 0, max(close, 0))
+    return None if close < 0 or open_ < 0 else text[open_ + len("<answer>") : close].strip()
 
 
 def _lenient_box(item: Any) -> Box | None:
-    if not isinstance(item, dict):
+    """A Box from any object with a 4-number ``bbox_2d`` and a numeric ``depth`` (no range checks)."""
+    if not isinstance(item, dict) or not isinstance(item.get("bbox_2d"), list) or len(item["bbox_2d"]) != 4:
         return None
-    bbox = item.get("bbox_2d")
-    if not isinstance(bbox, list) or len(bbox) != 4:
+    raw = [*item["bbox_2d"], item.get("depth")]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in raw):
         return None
-    nums = [_lenient_number(v) for v in bbox]
-    depth = _lenient_number(item.get("depth"))
-    if None in nums or depth is None:
-        return None
-    return Box(*nums, depth)  # type: ignore[arg-type]
+    # float(v) rather than math.isfinite(v): a 400-digit JSON integer would overflow isfinite.
+    vals = [float(v) if not isinstance(v, int) or abs(v) < 10**300 else math.inf for v in raw]
+    return Box(*vals) if all(math.isfinite(v) for v in vals) else None
 
 
 def extract_areas(text: str) -> list[list[Box]]:
@@ -421,7 +386,7 @@ def extract_areas(text: str) -> list[list[Box]]:
     for m in _AREA_RE.finditer(text):
         try:
             data = json.loads(m.group(1))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         items = [data] if isinstance(data, dict) else data
         if not isinstance(items, list) or not items:

@@ -1,0 +1,44 @@
+# One-command entry points. `make demo` and `make test` create the virtual environment if it is missing.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sifthinker-installed
+
+# No model hub here or in CI: everything loads from local folders.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test test-fast demo lint mlflow-ui compile clean
+
+setup: $(STAMP)
+
+# constraints.txt pins every transitive version CI was green with; torch 2.14.1 / torchvision 0.29.1 are
+# the CPU-machine pins (pip takes them from the local wheel cache, never a CUDA build from the registry).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[torch-cpu,train,platform,dev]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+demo: setup
+	$(BIN)/sifthinker demo --recipe recipes/local.yaml
+
+lint: setup
+	$(BIN)/ruff check src tests pipelines components benchmarks
+
+compile: setup
+	$(BIN)/sifthinker pipeline compile --recipe recipes/local.yaml -o work/sifthinker-local.yaml
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/work/mlflow.db --port 5000
+
+clean:
+	rm -rf work .pytest_cache

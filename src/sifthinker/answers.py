@@ -1,0 +1,408 @@
+"""Deterministic verifier for closed-form answers, and LLM judges for free text (spec 3 and 5, "Judge").
+
+:func:`score_answer` scores a predicted answer against the ground truth in [0, 1] for the closed-form
+types ``yes_no``, ``number``, ``option``, ``color`` and ``name``; ``free`` text falls back to a
+normalised exact match here and is meant for a :class:`Judge`. The rules are deliberately strict:
+a reward model that accepts hedged or listing answers ("A or B", "the red cube and the blue sphere")
+teaches the policy to hedge. Whenever an answer names more than one distinct value of its type the
+verifier scores it 0 instead of guessing which one was meant; negation is not interpreted.
+
+Fixed defects: E1/E4 (a missing answer, ``None`` or blank, scores 0) and E2 (an option letter counts
+only when it is the answer's only option letter, never as a substring of the text).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import unicodedata
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+__all__ = [
+    "ANSWER_TYPES",
+    "canonical_answer_type",
+    "FakeJudge",
+    "Judge",
+    "OpenAIJudge",
+    "infer_answer_type",
+    "normalize",
+    "parse_judge_score",
+    "score_answer",
+]
+
+log = logging.getLogger(__name__)
+
+ANSWER_TYPES = ("yes_no", "number", "option", "color", "name", "free")
+_ALIASES = {
+    "yesno": "yes_no", "yes/no": "yes_no", "bool": "yes_no", "boolean": "yes_no",
+    "count": "number", "counting": "number", "int": "number", "numeric": "number",
+    "mc": "option", "choice": "option", "multiple_choice": "option",
+    "colour": "color", "object": "name", "open": "free", "text": "free",
+}
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
+# "the one on the left" uses "one" as a pronoun, not a count.
+_PRONOUN_ONE_BEFORE = {"the", "this", "that", "which", "each", "every", "any", "no"}
+_POLARITY = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+_COLOR_SYNONYMS = {"grey": "gray"}
+_COLORS = set(
+    "red green blue yellow orange purple pink brown black white gray cyan magenta gold silver beige "
+    "teal turquoise violet maroon navy olive".split()) | set(_COLOR_SYNONYMS)
+_COLOR_MODIFIERS = {"light", "dark", "bright", "pale", "deep"}
+_ARTICLES = {"a", "an", "the"}
+# Words that signal a second object in a short name answer ("red cube and blue sphere", "X, not Y").
+_CONNECTORS = {"and", "or", "than", "not", "nor", "but", "vs", "versus", "both", "neither", "either",
+               "instead"}
+_DEFAULT_LETTERS = "ABCDEF"
+
+_TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+")
+_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}\b)")
+
+
+def normalize(text: str | None) -> str:
+    """Lower-case NFKC text reduced to word and number tokens joined by single spaces.
+
+    Punctuation and brackets vanish ("Yes, it is." -> "yes it is"); decimals survive ("3.5") and a
+    thousands separator is dropped ("1,000" -> "1000") so that a number stays one token.
+    """
+    if not text:
+        return ""
+    t = unicodedata.normalize("NFKC", str(text)).lower()
+    return " ".join(_TOKEN_RE.findall(_THOUSANDS_RE.sub("", t)))
+
+
+def _singular(tok: str) -> str:
+    # A crude English singulariser is enough for object names ("cubes" -> "cube", "boxes" -> "box").
+    if len(tok) <= 3 or tok[0].isdigit():
+        return tok
+    if tok.endswith("ies"):
+        return tok[:-3] + "y"
+    if tok.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return tok[:-2]
+    if tok.endswith("s") and not tok.endswith(("ss", "us", "is")):
+        return tok[:-1]
+    return tok
+
+
+def _name_tokens(text: str) -> list[str]:
+    return [_singular(t) for t in normalize(text).split() if t not in _ARTICLES]
+
+
+def _spans(tokens: Sequence[str], phrase: Sequence[str]) -> list[tuple[int, int]]:
+    m = len(phrase)
+    if m == 0:
+        return []
+    return [(i, i + m) for i in range(len(tokens) - m + 1) if list(tokens[i:i + m]) == list(phrase)]
+
+
+def _polarity(text: str) -> str | None:
+    toks = normalize(text).split()
+    if toks and toks[0] in _POLARITY:
+        return _POLARITY[toks[0]]  # a leading "Yes, there is no doubt" is a yes
+    found = {_POLARITY[t] for t in toks if t in _POLARITY}
+    return found.pop() if len(found) == 1 else None
+
+
+def _numbers(text: str) -> list[float]:
+    toks = normalize(text).split()
+    out: list[float] = []
+    for i, t in enumerate(toks):
+        if t[0].isdigit():
+            out.append(float(t))
+        elif t in _NUMBER_WORDS and not (t == "one" and i > 0 and toks[i - 1] in _PRONOUN_ONE_BEFORE):
+            out.append(float(_NUMBER_WORDS[t]))
+    if not out and toks in (["none"], ["no"], ["nothing"]):
+        out.append(0.0)  # a bare "none" answers a count; inside a sentence "no" is too ambiguous
+    return out
+
+
+def _number(text: str) -> float | None:
+    nums = _numbers(text)
+    if not nums:
+        return None
+    if len(set(nums)) == 1:
+        return nums[0]
+    toks = normalize(text).split()
+    # "3 objects, 1 of them red": a leading number is the answer; otherwise several numbers are ambiguous.
+    lead = toks[0] if toks else ""
+    return nums[0] if (lead[:1].isdigit() or lead in _NUMBER_WORDS) else None
+
+
+def _colors(text: str) -> set[str]:
+    return {_COLOR_SYNONYMS.get(t, t) for t in normalize(text).split() if t in _COLORS}
+
+
+def _is_color_answer(text: str) -> bool:
+    toks = normalize(text).split()
+    return bool(toks) and all(t in _COLORS or t in _COLOR_MODIFIERS or t == "and" for t in toks) \
+        and bool(_colors(text))
+
+
+_GT_OPTION_RE = re.compile(r"\s*\(?([A-Za-z])(?![A-Za-z0-9])\)?\s*[.):]?\s*(.*)", re.DOTALL)
+# A letter alone ("B", "(b)", "B.") or a marked letter before a text ("B. red cube", "(B) red cube");
+# "A red cube" (no mark) is an article, not an option.
+_GT_OPTION_INFER_RE = re.compile(r"\s*(\(?[A-Za-z]\)?[.):]?|\([A-Z]\)\s*\S.*|[A-Z][.):]\s*\S.*)\s*", re.DOTALL)
+_LETTER_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z])(?![A-Za-z0-9])")
+
+
+def _gt_option(gt: str) -> tuple[str | None, str]:
+    """Split a ground-truth option ("B", "(B)", "B. red cube") into its letter and text."""
+    m = _GT_OPTION_RE.fullmatch(gt) if _GT_OPTION_INFER_RE.fullmatch(gt) else None
+    if m is None:
+        return None, gt.strip()
+    return m.group(1).upper(), m.group(2).strip()
+
+
+def _option_letters(pred: str, valid: str) -> set[str]:
+    """Every option letter the answer names, under the strict rules of :func:`score_answer`."""
+    letters: set[str] = set()
+    alnum = re.sub(r"[^A-Za-z0-9]", "", pred)
+    for m in _LETTER_RE.finditer(pred):
+        ch, start, end = m.group(1), m.start(), m.end()
+        if ch.upper() not in valid:
+            continue
+        before, after = pred[:start], pred[end:]
+        if ch.isupper():
+            # A capitalised "A" opening a sentence and followed by a lower-case word is the article,
+            # unless that word is a connector ("A or B" names two options).
+            sentence_start = re.search(r"(^|[.!?:]\s+)[\"'(\[]?$", before) is not None
+            nxt = re.match(r"\s+([a-z]+)", after)
+            if ch == "A" and sentence_start and nxt and nxt.group(1) not in _CONNECTORS:
+                continue
+            letters.add(ch)
+        else:
+            # Lower-case letters are ordinary words ("a"), so they count only in unmistakable forms.
+            if (alnum.lower() == ch
+                    or (before.endswith("(") and after.startswith(")"))
+                    or re.search(r"\b(option|choice)\s*$", before, re.IGNORECASE)
+                    or (not before.strip() and re.match(r"[.):]", after))):
+                letters.add(ch.upper())
+    return letters
+
+
+def _option_by_text(pred: str, options: Mapping[str, str]) -> str | None:
+    """The single option whose text the answer names (occurrences inside a longer option ignored)."""
+    toks = _name_tokens(pred)
+    hits = {k: _spans(toks, _name_tokens(v)) for k, v in options.items() if _name_tokens(v)}
+    hits = {k: s for k, s in hits.items() if s}
+    named = [k for k, spans in hits.items()
+             if not any(any(a <= s0 and e1 <= b for a, b in o_spans for s0, e1 in spans)
+                        and len(_name_tokens(options[o])) > len(_name_tokens(options[k]))
+                        for o, o_spans in hits.items() if o != k)]
+    return named[0] if len(named) == 1 else None
+
+
+def _score_option(pred: str, gt: str, options: Mapping[str, str] | None) -> float:
+    opts = {k.strip().upper(): v for k, v in (options or {}).items()}
+    gt_letter, gt_text = _gt_option(gt)
+    if gt_letter is not None and gt_text and gt_letter not in opts:
+        opts[gt_letter] = gt_text
+    if gt_letter is None:
+        # The ground truth is an option's text: find its letter, else compare texts as names.
+        gt_letter = _option_by_text(gt, opts) if opts else None
+        if gt_letter is None:
+            return _score_name(pred, gt, list(opts.values()) or None)
+    valid = "".join(sorted(set(opts) | set(_DEFAULT_LETTERS) | {gt_letter}))
+    letters = _option_letters(pred, valid)
+    if len(letters) == 1:
+        return float(letters.pop() == gt_letter)
+    if letters:
+        return 0.0  # "not A but B" names two letters: ambiguous, scored wrong
+    return float(bool(opts) and _option_by_text(pred, opts) == gt_letter)
+
+
+def _score_name(pred: str, gt: str, candidates: Sequence[str] | None) -> float:
+    toks, gt_toks = _name_tokens(pred), _name_tokens(gt)
+    gt_spans = _spans(toks, gt_toks)
+    if not gt_spans or any(t in _CONNECTORS for t in toks) or len(gt_spans) > 1:
+        return 0.0
+    for cand in candidates or ():
+        c_toks = _name_tokens(cand)
+        if not c_toks or c_toks == gt_toks:
+            continue
+        for s0, e0 in _spans(toks, c_toks):
+            # Another name counts unless it is only a piece of the ground-truth name ("cube" in "red cube").
+            if not any(a <= s0 and e0 <= b for a, b in gt_spans):
+                return 0.0
+    return 1.0
+
+
+def canonical_answer_type(answer_type: str) -> str:
+    """The canonical name of an answer type or alias ("count" -> "number"); ValueError if unknown."""
+    kind = _ALIASES.get(answer_type.strip().lower(), answer_type.strip().lower())
+    if kind not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {ANSWER_TYPES}")
+    return kind
+
+
+def infer_answer_type(gt: str) -> str:
+    """Guess the answer type from the ground truth alone (used when a record has no ``answer_type``)."""
+    toks = normalize(gt).split()
+    if len(toks) == 1 and toks[0] in _POLARITY:
+        return "yes_no"
+    if len(toks) == 1 and (toks[0][0].isdigit() or toks[0] in _NUMBER_WORDS):
+        return "number"
+    if _GT_OPTION_INFER_RE.fullmatch(gt):
+        return "option"
+    if _is_color_answer(gt):
+        return "color"
+    return "name" if 0 < len(toks) <= 5 else "free"
+
+
+def score_answer(pred: str | None, gt: str, answer_type: str | None = None, *,
+                 options: Mapping[str, str] | None = None,
+                 candidates: Sequence[str] | None = None) -> float:
+    """Score ``pred`` against ``gt`` in [0, 1] (closed-form answers are 0 or 1).
+
+    ``answer_type`` is one of :data:`ANSWER_TYPES` (or an alias such as ``"count"``); ``None`` infers it
+    from ``gt``. Unknown types raise ``ValueError``. Rules, all case-insensitive:
+
+    - ``yes_no``: the leading yes/no/true/false word, else the single polarity the answer contains.
+    - ``number``: digits or number words zero..twenty; all numbers named must agree unless the answer
+      starts with one ("3 objects" and "there are three" both give 3).
+    - ``option``: ``options`` maps letters to texts (optional). The answer names an option by a letter
+      ("B", "(B)", "B.", "Option C"; lower-case only in those unmistakable forms) or, with no letter at
+      all, by exactly one option text. Two different letters ("not A but B") score 0 (E2). Without
+      ``options`` only the ground truth's own text ("B. red cube") can be recognised.
+    - ``color``: the set of colour words (grey = gray; modifiers such as "dark" ignored) must be equal.
+    - ``name``: ignoring case, punctuation, articles and plural, the answer contains the ground-truth
+      name exactly once, no connector word (and/or/than/not/but...), and none of the other
+      ``candidates`` except as part of the ground-truth name. "the red cube is closer" matches
+      "red cube"; "the red cube, not the blue sphere" does not.
+    - ``free``: normalised exact match (articles dropped); use a :class:`Judge` for real free text.
+    """
+    if pred is None or not str(pred).strip() or gt is None:
+        return 0.0  # E1/E4: a missing answer is wrong
+    pred, gt = str(pred), str(gt)
+    kind = infer_answer_type(gt) if answer_type is None else canonical_answer_type(answer_type)
+    if kind == "yes_no":
+        g = _polarity(gt)
+        return float(g is not None and _polarity(pred) == g)
+    if kind == "number":
+        g_num = _number(gt)
+        p_num = _number(pred)
+        return float(g_num is not None and p_num is not None and abs(p_num - g_num) <= 1e-9 * max(1.0, abs(g_num)))
+    if kind == "option":
+        return _score_option(pred, gt, options)
+    if kind == "color":
+        g_col = _colors(gt)
+        return float(bool(g_col) and _colors(pred) == g_col)
+    if kind == "name":
+        return _score_name(pred, gt, candidates)
+    # free: a judge's job; without one only an exact (normalised) match is safe to reward
+    return float(_name_tokens(pred) == _name_tokens(gt) and bool(_name_tokens(gt)))
+
+
+# --------------------------------------------------------------------------------------------------
+# judges for free-text answers
+
+
+class Judge(Protocol):
+    """Scores a free-text answer against the ground truth in [0, 1]."""
+
+    def score(self, question: str, pred: str, gt: str) -> float: ...
+
+
+JUDGE_PROMPT = (
+    "You are responsible for proofreading the answers: given a question, a standard answer and a "
+    "model's answer, score how well the model's answer agrees with the standard answer. The score is "
+    "between 0 (wrong) and 1 (fully correct); partially correct answers get a score in between. "
+    "Judge only the meaning, not the wording or length.\n"
+    "Question: {question}\nStandard answer: {gt}\nModel's answer: {pred}\n"
+    'Reply with JSON only, in the form {{"score": x}}.'
+)
+_JSON_OBJ_RE = re.compile(r"\{[^{}]*\}")
+_SCORE_RE = re.compile(r"""["']?score["']?\s*[:=]\s*(-?\d+(?:\.\d+)?)""", re.IGNORECASE)
+
+
+def parse_judge_score(reply: str) -> float | None:
+    """The ``score`` in a judge reply (JSON object, possibly wrapped in prose), clipped to [0, 1]."""
+    for m in _JSON_OBJ_RE.finditer(reply or ""):
+        try:
+            obj = json.loads(m.group(0))
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("score"), int | float) and not isinstance(obj["score"], bool):
+            return min(1.0, max(0.0, float(obj["score"])))
+    m2 = _SCORE_RE.search(reply or "")
+    return min(1.0, max(0.0, float(m2.group(1)))) if m2 else None
+
+
+class OpenAIJudge:
+    """An LLM judge behind any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, KServe, OpenAI).
+
+    Plain HTTP through ``requests`` keeps the judge usable without the ``openai`` package. Results are
+    cached in memory by ``(question, pred, gt)`` (8 rollouts of one prompt often repeat an answer);
+    failures (timeouts, HTTP errors, unparseable replies) are retried, then score 0 and are not cached,
+    so a flaky endpoint costs reward but never crashes training.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 max_retries: int = 2, max_workers: int = 8, max_tokens: int = 32,
+                 session: Any = None) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.timeout, self.max_retries, self.max_workers, self.max_tokens = timeout, max_retries, max_workers, max_tokens
+        if session is None:
+            import requests
+
+            session = requests.Session()
+        self._session = session
+        self._cache: dict[tuple[str, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def _request(self, question: str, pred: str, gt: str) -> float | None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
+                "messages": [{"role": "user", "content": JUDGE_PROMPT.format(question=question, gt=gt, pred=pred)}]}
+        for attempt in range(self.max_retries + 1):
+            try:
+                resp = self._session.post(self.url, json=body, headers=headers, timeout=self.timeout)
+                resp.raise_for_status()
+                score = parse_judge_score(resp.json()["choices"][0]["message"]["content"] or "")
+                if score is not None:
+                    return score
+                log.warning("judge reply without a score (attempt %d)", attempt + 1)
+            except Exception as exc:  # network, HTTP and schema errors all mean "no score this time"
+                log.warning("judge request failed (attempt %d): %s", attempt + 1, exc)
+        return None
+
+    def score(self, question: str, pred: str | None, gt: str) -> float:
+        if pred is None or not str(pred).strip():
+            return 0.0
+        key = (str(question), str(pred), str(gt))
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        value = self._request(*key)
+        if value is None:
+            return 0.0
+        with self._lock:
+            self._cache[key] = value
+        return value
+
+    def score_batch(self, items: Sequence[tuple[str, str | None, str]]) -> list[float]:
+        """Score many ``(question, pred, gt)`` triples concurrently; duplicates cost one request."""
+        unique = list(dict.fromkeys((str(q), p if p is None else str(p), str(g)) for q, p, g in items))
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(unique) or 1))) as pool:
+            scores = dict(zip(unique, pool.map(lambda t: self.score(*t), unique)))
+        return [scores[(str(q), p if p is None else str(p), str(g))] for q, p, g in items]
+
+
+class FakeJudge:
+    """A deterministic stand-in judge for tests: returns the verifier's score and records its calls."""
+
+    def __init__(self, answer_type: str | None = "free") -> None:
+        self.answer_type = answer_type
+        self.calls: list[tuple[str, str | None, str]] = []
+
+    def score(self, question: str, pred: str | None, gt: str) -> float:
+        self.calls.append((question, pred, gt))
+        return score_answer(pred, gt, self.answer_type)

@@ -1,0 +1,401 @@
+"""The four GRPO-SIF rewards (spec 3) with TRL's reward-function signature.
+
+Every function is ``f(completions, **columns) -> list[float]``. A completion is a plain string or a
+conversational list of messages (``[{"role": "assistant", "content": str | [{"type": "text",
+"text": ...}]}]``; the last assistant message is scored). Columns are lists aligned with the
+completions (TRL repeats each row once per rollout): ``response`` (GT answer), ``answer_type``
+(optional; inferred from the GT), ``problem`` and ``image`` (the progress key), ``gt_boxes`` (per-axis
+normalised boxes), ``depth_map`` (path to a float16 ``.npy`` of relative depth, or an array), and the
+optional ``options`` (letter -> text, or a list of texts for A, B, ...) and ``candidates`` (object
+names) for the verifier. Unknown columns (TRL's ``prompts``, ``trainer_state``...) are ignored.
+
+Rewards never raise on a malformed completion: each reward reads what it needs leniently
+(``trace.extract_answer`` / ``trace.extract_areas``) and scores 0 only what it cannot read. So a
+completion with a broken format but a correct ``<answer>`` gets r_format = 0 and still gets answer
+credit, and broken JSON in one ``<area>`` costs only that area. Misaligned columns are a caller bug
+and do raise ``ValueError``.
+
+With equal weights R = r_format + r_answer + r_box + r_depth. A perfect completion with no progress
+bonus scores 4. Each progress term is at most 1, so R <= 6; note that 6 is reachable (s = 1 after a
+stored group mean of 0, and a first focus box disjoint from the ground truth), so the spec's "[0, 6)"
+is really [0, 6].
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sifthinker.answers import Judge, canonical_answer_type, infer_answer_type, score_answer
+from sifthinker.depth import mean_depth
+from sifthinker.geometry import iou_h
+from sifthinker.progress import ProgressStore, progress_key
+from sifthinker.trace import Box, extract_answer, extract_areas, validate
+
+__all__ = [
+    "DEPTH_EPS",
+    "DEPTH_TOLERANCE",
+    "REWARD_FUNCS",
+    "answer_reward",
+    "answer_scores",
+    "box_reward",
+    "completion_text",
+    "depth_reward",
+    "format_reward",
+    "get_reward_funcs",
+    "make_answer_reward",
+    "make_total_reward",
+    "total_reward",
+]
+
+log = logging.getLogger(__name__)
+
+RewardFunc = Callable[..., list[float]]
+BoxT = tuple[float, float, float, float]
+COMPONENTS = ("format", "answer", "box", "depth")
+DEPTH_TOLERANCE = 0.1
+# D(box) = 0 (a box entirely on the nearest surface) would make |d - D| / D undefined; comparing
+# |d - D| <= 0.1 * max(D, 1e-3) keeps the relative rule elsewhere and accepts d within 1e-4 of 0,
+# which a 3-decimal depth can state only as d = 0.
+DEPTH_EPS = 1e-3
+# Absolute slack for float rounding, so that exactly 10% (e.g. d = 0.55, D = 0.5) passes.
+_FLOAT_SLACK = 1e-9
+
+
+# ---- inputs ---------------------------------------------------------------------------------------
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, str | dict)]
+        return "".join(p for p in parts if isinstance(p, str))
+    return ""  # None or anything unexpected
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a plain or conversational completion ("" when there is none)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        completion = [completion]
+    if isinstance(completion, Sequence):
+        msgs = [m for m in completion if isinstance(m, Mapping)]
+        # A message without a role is taken as the model's; tool or user turns are not scored.
+        mine = [m for m in msgs if m.get("role", "assistant") == "assistant"]
+        return _content_text(mine[-1].get("content")) if mine else ""
+    return ""
+
+
+def _column(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
+    values = kwargs.get(name)
+    if values is None:
+        return [None] * n
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"column {name!r} has {len(values)} values for {n} completions")
+    return values
+
+
+def _image_id(image: Any) -> str | None:
+    """A stable identity for the ``image`` column: the path itself, or a content hash.
+
+    TRL may hand the reward a decoded PIL image instead of a path; its repr holds a memory address,
+    so it is hashed by content to give the same progress key on every visit.
+    """
+    if image is None or isinstance(image, str):
+        return image
+    if isinstance(image, os.PathLike):
+        return os.fspath(image)  # type: ignore[return-value]
+    if isinstance(image, list | tuple):
+        ids = [_image_id(i) for i in image]
+        return "|".join("" if i is None else i for i in ids)
+    h = hashlib.sha256()
+    if hasattr(image, "tobytes") and hasattr(image, "size"):  # PIL image or ndarray
+        h.update(repr((getattr(image, "mode", None), getattr(image, "shape", None) or image.size)).encode())
+        h.update(image.tobytes())
+    else:
+        h.update(repr(image).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _sanitize(box: Box) -> BoxT:
+    # Lenient areas may hold out-of-range or reversed corners: clip to the image and collapse a
+    # reversed box to zero width/height, so geometry sees a valid (possibly empty) box.
+    x1, y1, x2, y2 = (min(1.0, max(0.0, v)) for v in box.xyxy())
+    return (x1, y1, max(x1, x2), max(y1, y2))
+
+
+def _gt_boxes(value: Any) -> list[BoxT]:
+    """Ground-truth boxes as tuples; [] when missing or not a list of 4-number boxes."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return []
+    if arr.ndim == 1 and arr.size == 4:
+        arr = arr[None, :]  # a single box given flat
+    if arr.ndim != 2 or arr.shape[1] != 4 or not np.all(np.isfinite(arr)):
+        return []
+    return [tuple(float(v) for v in row) for row in arr]  # type: ignore[misc]
+
+
+# ---- r_format -------------------------------------------------------------------------------------
+
+
+def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion is a strictly valid SIF trace (``trace.validate`` finds nothing), else 0.0."""
+    return [1.0 if not validate(completion_text(c)) else 0.0 for c in completions]
+
+
+# ---- r_answer -------------------------------------------------------------------------------------
+
+
+def _options(value: Any) -> dict[str, str] | None:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return {chr(ord("A") + i): str(v) for i, v in enumerate(value)}
+    return None
+
+
+def answer_scores(completions: Sequence[Any], judge: Judge | None = None, **kwargs: Any) -> list[float]:
+    """The answer score s in [0, 1] per completion (no progress term).
+
+    Closed-form types go to the deterministic verifier; ``free`` answers go to ``judge`` when one is
+    given (else a normalised exact match). A missing ``<answer>`` or ground truth scores 0.
+    """
+    n = len(completions)
+    gts, types = _column(kwargs, "response", n), _column(kwargs, "answer_type", n)
+    problems, opts, cands = _column(kwargs, "problem", n), _column(kwargs, "options", n), _column(kwargs, "candidates", n)
+    preds = [extract_answer(completion_text(c)) for c in completions]
+    scores = [0.0] * n
+    judged: list[int] = []
+    for i in range(n):
+        if gts[i] is None or preds[i] is None:
+            continue
+        gt = str(gts[i])
+        try:
+            kind = canonical_answer_type(types[i]) if types[i] else infer_answer_type(gt)
+        except ValueError:
+            # A typo in the data must not zero the reward silently: warn and fall back to inference.
+            log.warning("unknown answer_type %r; inferring it from the ground truth", types[i])
+            kind = infer_answer_type(gt)
+        if kind == "free" and judge is not None:
+            judged.append(i)
+        else:
+            scores[i] = score_answer(preds[i], gt, kind, options=_options(opts[i]),
+                                     candidates=list(cands[i]) if cands[i] else None)
+    if judged:
+        items = [(str(problems[i] or ""), preds[i], str(gts[i])) for i in judged]
+        try:
+            batch = getattr(judge, "score_batch", None)
+            values = batch(items) if callable(batch) else [judge.score(*it) for it in items]  # type: ignore[union-attr]
+        except Exception as exc:  # a broken judge costs the free-text items their credit, not the run
+            log.warning("judge failed on %d answers: %s", len(items), exc)
+            values = [0.0] * len(items)
+        for i, v in zip(judged, values, strict=True):
+            scores[i] = min(1.0, max(0.0, float(v))) if math.isfinite(float(v)) else 0.0
+    return scores
+
+
+def make_answer_reward(store: ProgressStore | None = None, judge: Judge | None = None) -> RewardFunc:
+    """An ``answer_reward`` with the progress term: r = s + max(0, s - s_prev).
+
+    Completions are grouped by progress key (question, image) within the call. For each group,
+    s_prev = ``store.get(key)`` from the previous visit (None on the first visit: progress term 0), then
+    the group mean of s is stored, also when it is 0 (the original skipped zeros, defect P2). Without
+    a store, r = s. Rows without a ``problem`` get no progress term. A failing store is logged and
+    treated as "no previous visit" so that an infrastructure hiccup cannot stop training.
+
+    Under multi-GPU training TRL calls the reward on each rank's slice, so one prompt's rollouts may
+    be split over ranks: each rank then stores its part's mean (last writer wins) and s_prev is the
+    previous visit's partial mean.
+    """
+
+    def answer_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        s = answer_scores(completions, judge, **kwargs)
+        if store is None:
+            return s
+        n = len(completions)
+        problems, images = _column(kwargs, "problem", n), _column(kwargs, "image", n)
+        groups: dict[str, list[int]] = {}
+        for i in range(n):
+            if problems[i] is not None:
+                groups.setdefault(progress_key(str(problems[i]), _image_id(images[i])), []).append(i)
+        rewards = list(s)
+        for key, idx in groups.items():
+            try:
+                prev = store.get(key)
+            except Exception as exc:
+                log.warning("progress store get failed: %s", exc)
+                prev = None
+            if prev is not None:
+                for i in idx:
+                    rewards[i] = s[i] + max(0.0, s[i] - prev)
+            try:
+                store.put(key, sum(s[i] for i in idx) / len(idx))
+            except Exception as exc:
+                log.warning("progress store put failed: %s", exc)
+        return rewards
+
+    return answer_reward
+
+
+answer_reward: RewardFunc = make_answer_reward()
+
+
+# ---- r_box ----------------------------------------------------------------------------------------
+
+
+def _box_score(text: str, gt: list[BoxT]) -> float:
+    areas = [a for a in extract_areas(text) if a]
+    if not gt or not areas:
+        return 0.0
+    end = [_sanitize(b) for b in areas[-1]]
+    # P_start: the first area that is not the single full-image box. With none (only full-image areas)
+    # P_start = P_end, so the progress term is 0: there was no focus to improve upon.
+    first = next((a for a in areas if not (len(a) == 1 and a[0].is_full_image())), None)
+    start = end if first is None else [_sanitize(b) for b in first]
+    e = float(iou_h(end, gt))
+    return e + max(0.0, e - float(iou_h(start, gt)))
+
+
+def box_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """r_box = IoU_h(P_end, G) + max(0, IoU_h(P_end, G) - IoU_h(P_start, G)) in [0, 2].
+
+    P_end is the last parseable area's boxes. Missing/invalid ``gt_boxes`` or no parseable area: 0.
+    """
+    n = len(completions)
+    gts = _column(kwargs, "gt_boxes", n)
+    out = []
+    for c, g in zip(completions, gts, strict=True):
+        try:
+            out.append(_box_score(completion_text(c), _gt_boxes(g)))
+        except Exception as exc:  # defensive: the geometry of a weird box must not stop training
+            log.warning("box reward failed on a completion: %s", exc)
+            out.append(0.0)
+    return out
+
+
+# ---- r_depth --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _load_depth(path: str) -> np.ndarray:
+    arr = np.load(path).astype(np.float32)
+    arr.setflags(write=False)  # shared by every later call: nobody may modify the cached map
+    return arr
+
+
+def _depth_array(value: Any) -> np.ndarray | None:
+    try:
+        if isinstance(value, str | os.PathLike):
+            arr = _load_depth(os.fspath(value))
+        elif value is None:
+            return None
+        else:
+            arr = np.asarray(value, dtype=np.float32)
+    except Exception as exc:
+        log.warning("cannot load depth map %r: %s", value, exc)
+        return None
+    arr = np.squeeze(arr)
+    return arr if arr.ndim == 2 and arr.size > 0 else None
+
+
+def depth_ok(stated: float, true: float) -> bool:
+    """|d - D| <= 0.1 * max(D, DEPTH_EPS) (up to float rounding): the stated depth is within 10%."""
+    return abs(stated - true) <= DEPTH_TOLERANCE * max(true, DEPTH_EPS) + _FLOAT_SLACK
+
+
+def _depth_score(text: str, depth_map: Any) -> float:
+    boxes = [b for area in extract_areas(text) for b in area]
+    if not boxes:
+        return 0.0
+    arr = _depth_array(depth_map)
+    if arr is None:
+        return 0.0
+    # sifthinker.depth.mean_depth is the data builder's D(box): floor(x1*W)..ceil(x2*W), >= 1 pixel.
+    hits = sum(depth_ok(b.depth, mean_depth(arr, _sanitize(b))) for b in boxes)
+    return hits / len(boxes)
+
+
+def depth_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """r_depth: the fraction of boxes over all parseable areas whose stated depth is within 10% of D(box)."""
+    n = len(completions)
+    maps = _column(kwargs, "depth_map", n)
+    out = []
+    for c, dm in zip(completions, maps, strict=True):
+        try:
+            out.append(_depth_score(completion_text(c), dm))
+        except Exception as exc:
+            log.warning("depth reward failed on a completion: %s", exc)
+            out.append(0.0)
+    return out
+
+
+# ---- total and registry ---------------------------------------------------------------------------
+
+
+def make_total_reward(weights: Mapping[str, float] | None = None, store: ProgressStore | None = None,
+                      judge: Judge | None = None) -> RewardFunc:
+    """R = sum of weight * reward over format, answer, box, depth (weights default to 1 each).
+
+    A component with weight 0 is not computed at all (so a 0-weight answer reward leaves the store alone).
+    """
+    w = dict.fromkeys(COMPONENTS, 1.0)
+    for k, v in (weights or {}).items():
+        if k not in w:
+            raise ValueError(f"unknown reward component {k!r}; expected {COMPONENTS}")
+        w[k] = float(v)
+    funcs: dict[str, RewardFunc] = {"format": format_reward, "answer": make_answer_reward(store, judge),
+                                    "box": box_reward, "depth": depth_reward}
+
+    def total_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        total = [0.0] * len(completions)
+        for name in COMPONENTS:
+            if w[name] != 0.0:
+                for i, v in enumerate(funcs[name](completions, **kwargs)):
+                    total[i] += w[name] * v
+        return total
+
+    return total_reward
+
+
+total_reward: RewardFunc = make_total_reward()
+
+REWARD_FUNCS: dict[str, RewardFunc] = {
+    "format": format_reward,
+    "answer": answer_reward,
+    "box": box_reward,
+    "depth": depth_reward,
+    "total": total_reward,
+}
+
+
+def get_reward_funcs(names: Sequence[str], store: ProgressStore | None = None,
+                     judge: Judge | None = None) -> list[RewardFunc]:
+    """Reward functions for TRL's ``reward_funcs``, in order (names with or without ``_reward``).
+
+    ``answer`` and ``total`` are built with ``store`` and ``judge``. TRL logs each function under its
+    ``__name__``, which are distinct. ``total`` cannot be combined with components: it would count them
+    twice and, with a store, update the progress record twice per step.
+    """
+    keys = [n.removesuffix("_reward") for n in names]
+    for k in keys:
+        if k not in REWARD_FUNCS:
+            raise ValueError(f"unknown reward {k!r}; expected one of {sorted(REWARD_FUNCS)}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate reward names in {list(names)}")
+    if "total" in keys and len(keys) > 1:
+        raise ValueError("'total' already includes every component; use it alone or list components")
+    built = {"answer": lambda: make_answer_reward(store, judge),
+             "total": lambda: make_total_reward(store=store, judge=judge)}
+    return [built[k]() if k in built else REWARD_FUNCS[k] for k in keys]

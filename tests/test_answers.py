@@ -1,0 +1,231 @@
+"""Tests for the deterministic answer verifier and the judges (sifthinker.answers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sifthinker.answers import (
+    FakeJudge,
+    OpenAIJudge,
+    canonical_answer_type,
+    infer_answer_type,
+    normalize,
+    parse_judge_score,
+    score_answer,
+)
+
+
+def test_normalize() -> None:
+    assert normalize("  Yes, it IS.  ") == "yes it is"
+    assert normalize("3.5 (approx)") == "3.5 approx"
+    assert normalize("1,000 cars") == "1000 cars"
+    assert normalize(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("gt", "kind"),
+    [("yes", "yes_no"), ("False", "yes_no"), ("3", "number"), ("three", "number"), ("B", "option"),
+     ("(C)", "option"), ("B. red cube", "option"), ("grey", "color"), ("dark red", "color"),
+     ("red cube", "name"), ("A red cube", "name"),
+     ("the cube sits on the table left of a large green sphere", "free")],
+)
+def test_infer_answer_type(gt: str, kind: str) -> None:
+    assert infer_answer_type(gt) == kind
+
+
+def test_canonical_answer_type() -> None:
+    assert canonical_answer_type("count") == "number"
+    assert canonical_answer_type("Colour") == "color"
+    with pytest.raises(ValueError):
+        canonical_answer_type("essay")
+    with pytest.raises(ValueError):
+        score_answer("yes", "yes", "essay")
+
+
+@pytest.mark.parametrize("gt", ["yes", "3", "B", "red", "red cube", "free text"])
+def test_missing_answer_is_wrong(gt: str) -> None:
+    # E1/E4: None (no <answer>) and blank answers score 0, whatever the type.
+    assert score_answer(None, gt) == 0.0
+    assert score_answer("   ", gt) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "expected"),
+    [("Yes, it is.", "yes", 1.0), ("yes", "Yes", 1.0), ("True", "yes", 1.0), ("no", "yes", 0.0),
+     ("No, it is not.", "no", 1.0), ("false", "no", 1.0), ("Yes, there is no doubt.", "yes", 1.0),
+     ("There is no cube.", "no", 1.0), ("yes or no", "yes", 1.0), ("maybe", "yes", 0.0),
+     ("It could be true or false", "yes", 0.0)],
+)
+def test_yes_no(pred: str, gt: str, expected: float) -> None:
+    assert score_answer(pred, gt, "yes_no") == expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "expected"),
+    [("3", "3", 1.0), ("3 objects", "3", 1.0), ("there are three", "3", 1.0), ("Three.", "3", 1.0),
+     ("3", "three", 1.0), ("4", "3", 0.0), ("twenty", "20", 1.0), ("3.0", "3", 1.0),
+     ("2 or 3", "3", 0.0),  # leading 2 wins: the hedge is not rewarded
+     ("there are 2 or 3", "3", 0.0),  # two different numbers, no leading one: ambiguous
+     ("3 cubes, 3 in total", "3", 1.0), ("the one on the left has 3", "3", 1.0),
+     ("none", "0", 1.0), ("no idea", "0", 0.0), ("many", "3", 0.0)],
+)
+def test_number(pred: str, gt: str, expected: float) -> None:
+    assert score_answer(pred, gt, "number") == expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "expected"),
+    [("B", 1.0), ("(B)", 1.0), ("B.", 1.0), ("B)", 1.0), ("Option B", 1.0), ("option b", 1.0), ("b", 1.0),
+     ("The answer is B.", 1.0), ("(b) red cube", 1.0), ("b. red cube", 1.0), ("A", 0.0), ("C", 0.0),
+     # E2: the original accepted any answer containing the letter. Here every option letter the answer
+     # names counts, and negation is not interpreted: "not A but B" names A and B, so it is ambiguous
+     # and scores 0 (a policy must not learn to list letters).
+     ("The answer is not A but B", 0.0), ("A or B", 0.0), ("A, B, C", 0.0),
+     # The letter is not a substring test: words containing "b" do not name option B.
+     ("blue ball", 0.0), ("the big box", 0.0),
+     # A sentence-initial capital "A" before a word is the article, so B is the only letter.
+     ("A cube, so B", 1.0)],
+)
+def test_option_strict_letters(pred: str, expected: float) -> None:
+    assert score_answer(pred, "B", "option") == expected
+
+
+def test_option_by_text() -> None:
+    opts = {"A": "blue sphere", "B": "red cube", "C": "cube"}
+    assert score_answer("the red cube", "B", "option", options=opts) == 1.0
+    assert score_answer("red cubes", "B", "option", options=opts) == 1.0
+    # "cube" inside "red cube" is part of option B, not a mention of option C.
+    assert score_answer("the cube", "C", "option", options=opts) == 1.0
+    assert score_answer("red cube", "C", "option", options=opts) == 0.0
+    assert score_answer("red cube or blue sphere", "B", "option", options=opts) == 0.0
+    assert score_answer("A red cube", "B", "option", options=opts) == 1.0  # article, then text
+    # Options given as letters; the ground truth may also be the option's text.
+    assert score_answer("B", "red cube", "option", options=opts) == 1.0
+    # A letter wins over a conflicting text.
+    assert score_answer("A. red cube", "B", "option", options=opts) == 0.0
+    # Without options only the ground truth's own text is known.
+    assert score_answer("red cube", "B. red cube", "option") == 1.0
+    assert score_answer("blue sphere", "B. red cube", "option") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "expected"),
+    [("red", "red", 1.0), ("It is grey.", "gray", 1.0), ("gray", "grey", 1.0), ("Red.", "red", 1.0),
+     ("dark red", "red", 1.0), ("blue", "red", 0.0), ("red and blue", "red", 0.0),
+     ("white and red", "red and white", 1.0), ("no colour", "red", 0.0)],
+)
+def test_color(pred: str, gt: str, expected: float) -> None:
+    assert score_answer(pred, gt, "color") == expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "expected"),
+    [("red cube", 1.0), ("The Red Cube.", 1.0), ("the red cube is closer", 1.0), ("red cubes", 1.0),
+     ("It is the red cube", 1.0), ("cube", 0.0), ("red sphere", 0.0), ("cube red", 0.0),
+     ("the red cube, not the blue sphere", 0.0), ("red cube and blue sphere", 0.0),
+     ("the red cube is closer than the blue sphere", 0.0), ("red cube or red cube", 0.0)],
+)
+def test_name_without_candidates(pred: str, expected: float) -> None:
+    assert score_answer(pred, "red cube", "name") == expected
+
+
+def test_name_with_candidates() -> None:
+    cands = ["red cube", "blue sphere", "cube"]
+    assert score_answer("the red cube is nearest", "red cube", "name", candidates=cands) == 1.0
+    assert score_answer("red cube, blue sphere", "red cube", "name", candidates=cands) == 0.0
+    # "cube" is part of the ground-truth name here, so it is not another candidate...
+    assert score_answer("red cube", "red cube", "name", candidates=cands) == 1.0
+    # ...but a ground truth "cube" inside a longer candidate "red cube" is that other object.
+    assert score_answer("red cube", "cube", "name", candidates=cands) == 0.0
+
+
+def test_free_without_judge_is_exact_match() -> None:
+    assert score_answer("The cat sleeps", "the cat sleeps.", "free") == 1.0
+    assert score_answer("a cat is sleeping", "the cat sleeps", "free") == 0.0
+
+
+def test_scores_are_in_unit_interval() -> None:
+    for pred in ["", "x", "yes", "3", "B", "red", "red cube", "<answer>", "\u00e9\u00e8 \u4e2d\u6587"]:
+        for gt in ["yes", "3", "B", "red", "red cube", "long free text answer about the scene here"]:
+            assert 0.0 <= score_answer(pred, gt) <= 1.0
+
+
+# ---- judges -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [('{"score": 1}', 1.0), ('Sure. {"score": 0.5} done', 0.5), ("```json\n{\"score\": 0.25}\n```", 0.25),
+     ('{"score": 7}', 1.0), ("score: 0.8", 0.8), ("no idea", None), ('{"score": "high"}', None), ("", None)],
+)
+def test_parse_judge_score(reply: str, expected: float | None) -> None:
+    assert parse_judge_score(reply) == expected
+
+
+class _Resp:
+    def __init__(self, content: str, status: int = 200) -> None:
+        self.content, self.status = content, status
+
+    def raise_for_status(self) -> None:
+        if self.status >= 400:
+            raise RuntimeError(f"HTTP {self.status}")
+
+    def json(self) -> dict:
+        return {"choices": [{"message": {"content": self.content}}]}
+
+
+class _Session:
+    """A fake requests session: replies in turn, records every request."""
+
+    def __init__(self, replies: list[_Resp | Exception]) -> None:
+        self.replies, self.calls = list(replies), []
+
+    def post(self, url: str, json: dict, headers: dict, timeout: float) -> _Resp:
+        self.calls.append({"url": url, "json": json, "headers": headers, "timeout": timeout})
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def test_openai_judge_request_and_cache() -> None:
+    session = _Session([_Resp('{"score": 0.75}')])
+    judge = OpenAIJudge("http://judge:8000/v1/", "qwen-judge", api_key="k", timeout=5.0, session=session)
+    assert judge.score("What is it?", "a cat", "cat") == 0.75
+    assert judge.score("What is it?", "a cat", "cat") == 0.75  # cached: no second request
+    assert len(session.calls) == 1
+    call = session.calls[0]
+    assert call["url"] == "http://judge:8000/v1/chat/completions"
+    assert call["timeout"] == 5.0 and call["headers"] == {"Authorization": "Bearer k"}
+    prompt = call["json"]["messages"][0]["content"]
+    assert prompt.startswith("You are responsible for proofreading the answers")
+    assert '{"score": x}' in prompt and "What is it?" in prompt and "a cat" in prompt
+    assert judge.score("What is it?", None, "cat") == 0.0 and len(session.calls) == 1
+
+
+def test_openai_judge_failures_score_zero_and_are_not_cached() -> None:
+    session = _Session([TimeoutError("slow"), _Resp("garbage"), _Resp("", status=500)])
+    judge = OpenAIJudge("http://j/v1", "m", api_key="", max_retries=2, session=session)
+    assert judge.score("q", "p", "g") == 0.0
+    assert len(session.calls) == 3
+    session.replies = [_Resp('{"score": 1}')]
+    assert judge.score("q", "p", "g") == 1.0  # the failure was not cached
+
+
+def test_openai_judge_batch_dedups() -> None:
+    session = _Session([_Resp('{"score": 1.0}')])
+    judge = OpenAIJudge("http://j/v1", "m", api_key="", max_workers=2, session=session)
+    items = [("q", "p", "g"), ("q", "p", "g"), ("q", "p2", "g"), ("q", None, "g")]
+    assert judge.score_batch(items) == [1.0, 1.0, 1.0, 0.0]
+    assert len(session.calls) == 2
+
+
+def test_fake_judge_is_the_verifier() -> None:
+    judge = FakeJudge()
+    assert judge.score("q", "The cat sleeps.", "the cat sleeps") == 1.0
+    assert judge.score("q", None, "x") == 0.0
+    assert FakeJudge(answer_type=None).score("q", "three", "3") == 1.0
+    assert judge.calls[0] == ("q", "The cat sleeps.", "the cat sleeps")
+    json.dumps(judge.calls)  # plain data, easy to assert on
