@@ -26,10 +26,20 @@ def test_normalize() -> None:
 
 @pytest.mark.parametrize(
     ("gt", "kind"),
-    [("yes", "yes_no"), ("False", "yes_no"), ("3", "number"), ("three", "number"), ("B", "option"),
-     ("(C)", "option"), ("B. red cube", "option"), ("grey", "color"), ("dark red", "color"),
-     ("red cube", "name"), ("A red cube", "name"),
-     ("the cube sits on the table left of a large green sphere", "free")],
+    [
+        ("yes", "yes_no"),
+        ("False", "yes_no"),
+        ("3", "number"),
+        ("three", "number"),
+        ("B", "option"),
+        ("(C)", "option"),
+        ("B. red cube", "option"),
+        ("grey", "color"),
+        ("dark red", "color"),
+        ("red cube", "name"),
+        ("A red cube", "name"),
+        ("the cube sits on the table left of a large green sphere", "free"),
+    ],
 )
 def test_infer_answer_type(gt: str, kind: str) -> None:
     assert infer_answer_type(gt) == kind
@@ -53,10 +63,19 @@ def test_missing_answer_is_wrong(gt: str) -> None:
 
 @pytest.mark.parametrize(
     ("pred", "gt", "expected"),
-    [("Yes, it is.", "yes", 1.0), ("yes", "Yes", 1.0), ("True", "yes", 1.0), ("no", "yes", 0.0),
-     ("No, it is not.", "no", 1.0), ("false", "no", 1.0), ("Yes, there is no doubt.", "yes", 1.0),
-     ("There is no cube.", "no", 1.0), ("yes or no", "yes", 1.0), ("maybe", "yes", 0.0),
-     ("It could be true or false", "yes", 0.0)],
+    [
+        ("Yes, it is.", "yes", 1.0),
+        ("yes", "Yes", 1.0),
+        ("True", "yes", 1.0),
+        ("no", "yes", 0.0),
+        ("No, it is not.", "no", 1.0),
+        ("false", "no", 1.0),
+        ("Yes, there is no doubt.", "yes", 1.0),
+        ("There is no cube.", "no", 1.0),
+        ("yes or no", "yes", 1.0),
+        ("maybe", "yes", 0.0),
+        ("It could be true or false", "yes", 0.0),
+    ],
 )
 def test_yes_no(pred: str, gt: str, expected: float) -> None:
     assert score_answer(pred, gt, "yes_no") == expected
@@ -64,12 +83,23 @@ def test_yes_no(pred: str, gt: str, expected: float) -> None:
 
 @pytest.mark.parametrize(
     ("pred", "gt", "expected"),
-    [("3", "3", 1.0), ("3 objects", "3", 1.0), ("there are three", "3", 1.0), ("Three.", "3", 1.0),
-     ("3", "three", 1.0), ("4", "3", 0.0), ("twenty", "20", 1.0), ("3.0", "3", 1.0),
-     ("2 or 3", "3", 0.0),  # leading 2 wins: the hedge is not rewarded
-     ("there are 2 or 3", "3", 0.0),  # two different numbers, no leading one: ambiguous
-     ("3 cubes, 3 in total", "3", 1.0), ("the one on the left has 3", "3", 1.0),
-     ("none", "0", 1.0), ("no idea", "0", 0.0), ("many", "3", 0.0)],
+    [
+        ("3", "3", 1.0),
+        ("3 objects", "3", 1.0),
+        ("there are three", "3", 1.0),
+        ("Three.", "3", 1.0),
+        ("3", "three", 1.0),
+        ("4", "3", 0.0),
+        ("twenty", "20", 1.0),
+        ("3.0", "3", 1.0),
+        ("2 or 3", "3", 0.0),  # leading 2 wins: the hedge is not rewarded
+        ("there are 2 or 3", "3", 0.0),  # two different numbers, no leading one: ambiguous
+        ("3 cubes, 3 in total", "3", 1.0),
+        ("the one on the left has 3", "3", 1.0),
+        ("none", "0", 1.0),
+        ("no idea", "0", 0.0),
+        ("many", "3", 0.0),
+    ],
 )
 def test_number(pred: str, gt: str, expected: float) -> None:
     assert score_answer(pred, gt, "number") == expected
@@ -77,16 +107,31 @@ def test_number(pred: str, gt: str, expected: float) -> None:
 
 @pytest.mark.parametrize(
     ("pred", "expected"),
-    [("B", 1.0), ("(B)", 1.0), ("B.", 1.0), ("B)", 1.0), ("Option B", 1.0), ("option b", 1.0), ("b", 1.0),
-     ("The answer is B.", 1.0), ("(b) red cube", 1.0), ("b. red cube", 1.0), ("A", 0.0), ("C", 0.0),
-     # E2: the original accepted any answer containing the letter. Here every option letter the answer
-     # names counts, and negation is not interpreted: "not A but B" names A and B, so it is ambiguous
-     # and scores 0 (a policy must not learn to list letters).
-     ("The answer is not A but B", 0.0), ("A or B", 0.0), ("A, B, C", 0.0),
-     # The letter is not a substring test: words containing "b" do not name option B.
-     ("blue ball", 0.0), ("the big box", 0.0),
-     # A sentence-initial capital "A" before a word is the article, so B is the only letter.
-     ("A cube, so B", 1.0)],
+    [
+        ("B", 1.0),
+        ("(B)", 1.0),
+        ("B.", 1.0),
+        ("B)", 1.0),
+        ("Option B", 1.0),
+        ("option b", 1.0),
+        ("b", 1.0),
+        ("The answer is B.", 1.0),
+        ("(b) red cube", 1.0),
+        ("b. red cube", 1.0),
+        ("A", 0.0),
+        ("C", 0.0),
+        # E2: the original accepted any answer containing the letter. Here every option letter the answer
+        # names counts, and negation is not interpreted: "not A but B" names A and B, so it is ambiguous
+        # and scores 0 (a policy must not learn to list letters).
+        ("The answer is not A but B", 0.0),
+        ("A or B", 0.0),
+        ("A, B, C", 0.0),
+        # The letter is not a substring test: words containing "b" do not name option B.
+        ("blue ball", 0.0),
+        ("the big box", 0.0),
+        # A sentence-initial capital "A" before a word is the article, so B is the only letter.
+        ("A cube, so B", 1.0),
+    ],
 )
 def test_option_strict_letters(pred: str, expected: float) -> None:
     assert score_answer(pred, "B", "option") == expected
@@ -112,9 +157,17 @@ def test_option_by_text() -> None:
 
 @pytest.mark.parametrize(
     ("pred", "gt", "expected"),
-    [("red", "red", 1.0), ("It is grey.", "gray", 1.0), ("gray", "grey", 1.0), ("Red.", "red", 1.0),
-     ("dark red", "red", 1.0), ("blue", "red", 0.0), ("red and blue", "red", 0.0),
-     ("white and red", "red and white", 1.0), ("no colour", "red", 0.0)],
+    [
+        ("red", "red", 1.0),
+        ("It is grey.", "gray", 1.0),
+        ("gray", "grey", 1.0),
+        ("Red.", "red", 1.0),
+        ("dark red", "red", 1.0),
+        ("blue", "red", 0.0),
+        ("red and blue", "red", 0.0),
+        ("white and red", "red and white", 1.0),
+        ("no colour", "red", 0.0),
+    ],
 )
 def test_color(pred: str, gt: str, expected: float) -> None:
     assert score_answer(pred, gt, "color") == expected
@@ -122,10 +175,20 @@ def test_color(pred: str, gt: str, expected: float) -> None:
 
 @pytest.mark.parametrize(
     ("pred", "expected"),
-    [("red cube", 1.0), ("The Red Cube.", 1.0), ("the red cube is closer", 1.0), ("red cubes", 1.0),
-     ("It is the red cube", 1.0), ("cube", 0.0), ("red sphere", 0.0), ("cube red", 0.0),
-     ("the red cube, not the blue sphere", 0.0), ("red cube and blue sphere", 0.0),
-     ("the red cube is closer than the blue sphere", 0.0), ("red cube or red cube", 0.0)],
+    [
+        ("red cube", 1.0),
+        ("The Red Cube.", 1.0),
+        ("the red cube is closer", 1.0),
+        ("red cubes", 1.0),
+        ("It is the red cube", 1.0),
+        ("cube", 0.0),
+        ("red sphere", 0.0),
+        ("cube red", 0.0),
+        ("the red cube, not the blue sphere", 0.0),
+        ("red cube and blue sphere", 0.0),
+        ("the red cube is closer than the blue sphere", 0.0),
+        ("red cube or red cube", 0.0),
+    ],
 )
 def test_name_without_candidates(pred: str, expected: float) -> None:
     assert score_answer(pred, "red cube", "name") == expected
@@ -157,8 +220,16 @@ def test_scores_are_in_unit_interval() -> None:
 
 @pytest.mark.parametrize(
     ("reply", "expected"),
-    [('{"score": 1}', 1.0), ('Sure. {"score": 0.5} done', 0.5), ("```json\n{\"score\": 0.25}\n```", 0.25),
-     ('{"score": 7}', 1.0), ("score: 0.8", 0.8), ("no idea", None), ('{"score": "high"}', None), ("", None)],
+    [
+        ('{"score": 1}', 1.0),
+        ('Sure. {"score": 0.5} done', 0.5),
+        ('```json\n{"score": 0.25}\n```', 0.25),
+        ('{"score": 7}', 1.0),
+        ("score: 0.8", 0.8),
+        ("no idea", None),
+        ('{"score": "high"}', None),
+        ("", None),
+    ],
 )
 def test_parse_judge_score(reply: str, expected: float | None) -> None:
     assert parse_judge_score(reply) == expected

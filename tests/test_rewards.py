@@ -45,8 +45,15 @@ def chat(text: str | None) -> list[dict]:
 
 def cols(n: int, **per_item: object) -> dict[str, list]:
     """Reward columns for n completions of one prompt (TRL repeats a row per rollout)."""
-    item = {"response": "yes", "answer_type": "yes_no", "problem": "Is there a cube?", "image": "img.png",
-            "gt_boxes": [G], "depth_map": np.full((10, 20), 0.5, dtype=np.float16), **per_item}
+    item = {
+        "response": "yes",
+        "answer_type": "yes_no",
+        "problem": "Is there a cube?",
+        "image": "img.png",
+        "gt_boxes": [G],
+        "depth_map": np.full((10, 20), 0.5, dtype=np.float16),
+        **per_item,
+    }
     return {k: [v] * n for k, v in item.items()}
 
 
@@ -150,8 +157,12 @@ def test_depth_reward_fraction_and_pixels(tmp_path: Path) -> None:
 def _group(answers: list[str | None], image: str = "img.png") -> tuple[list[str], dict[str, list]]:
     comps = [sif([area(G)], answer=a) for a in answers]
     n = len(comps)
-    return comps, {"response": ["yes"] * n, "answer_type": ["yes_no"] * n,
-                   "problem": ["Is there a cube?"] * n, "image": [image] * n}
+    return comps, {
+        "response": ["yes"] * n,
+        "answer_type": ["yes_no"] * n,
+        "problem": ["Is there a cube?"] * n,
+        "image": [image] * n,
+    }
 
 
 def test_answer_reward_without_store() -> None:
@@ -200,16 +211,23 @@ def test_answer_reward_judge_only_for_free_text() -> None:
     judge = FakeJudge()
     reward = make_answer_reward(judge=judge)
     comps = [sif([area(G)], answer=a) for a in ("the cat sleeps", "yes", None)]
-    kw = {"response": ["The cat sleeps.", "yes", "x"], "answer_type": ["free", "yes_no", "free"],
-          "problem": ["What does the cat do?", "q", "q"]}
+    kw = {
+        "response": ["The cat sleeps.", "yes", "x"],
+        "answer_type": ["free", "yes_no", "free"],
+        "problem": ["What does the cat do?", "q", "q"],
+    }
     assert reward(comps, **kw) == [1.0, 1.0, 0.0]
     assert judge.calls == [("What does the cat do?", "the cat sleeps", "The cat sleeps.")]
 
 
 def test_answer_reward_options_and_candidates_columns() -> None:
     comps = [sif([area(G)], answer=a) for a in ("the red cube", "red cube, blue sphere")]
-    kw = {"response": ["B", "red cube"], "answer_type": ["option", "name"],
-          "options": [["blue sphere", "red cube"], None], "candidates": [None, ["red cube", "blue sphere"]]}
+    kw = {
+        "response": ["B", "red cube"],
+        "answer_type": ["option", "name"],
+        "options": [["blue sphere", "red cube"], None],
+        "candidates": [None, ["red cube", "blue sphere"]],
+    }
     assert answer_reward(comps, **kw) == [1.0, 0.0]
 
 
@@ -219,8 +237,21 @@ def test_answer_reward_options_and_candidates_columns() -> None:
 def test_completion_text_forms() -> None:
     assert completion_text("x") == "x"
     assert completion_text(chat("x")) == "x"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"},
-                                                              {"type": "image"}, {"type": "text", "text": "b"}]}]) == "ab"
+    assert (
+        completion_text(
+            [
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "a"},
+                        {"type": "image"},
+                        {"type": "text", "text": "b"},
+                    ],
+                }
+            ]
+        )
+        == "ab"
+    )
     assert completion_text([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]) == "a"
     assert completion_text(chat(None)) == "" and completion_text(None) == "" and completion_text(3) == ""
 
@@ -237,11 +268,21 @@ def test_conversational_and_plain_give_same_values() -> None:
 
 @pytest.mark.parametrize(
     "comp",
-    ["", None, 42, chat(None), [{"role": "assistant"}], [], [None], chat([None, {"type": "text"}]),
-     "<think><area>{not json</area><text>t</text></think><answer>yes</answer>",
-     "<think><area>[{\"bbox_2d\": [0, 0, 1], \"depth\": \"x\"}]</area></think>",
-     "<area>[]</area><area>[1, 2]</area><area>null</area><area>" + "[" * 5000 + "</area>",
-     "<answer></answer>", "<answer>yes"],
+    [
+        "",
+        None,
+        42,
+        chat(None),
+        [{"role": "assistant"}],
+        [],
+        [None],
+        chat([None, {"type": "text"}]),
+        "<think><area>{not json</area><text>t</text></think><answer>yes</answer>",
+        '<think><area>[{"bbox_2d": [0, 0, 1], "depth": "x"}]</area></think>',
+        "<area>[]</area><area>[1, 2]</area><area>null</area><area>" + "[" * 5000 + "</area>",
+        "<answer></answer>",
+        "<answer>yes",
+    ],
 )
 def test_malformed_never_raises(comp: object) -> None:
     kw = cols(1)
@@ -282,7 +323,9 @@ def test_perfect_completion_scores_four_and_bound() -> None:
 
 def test_weights() -> None:
     comp = sif([area(FULL), area(G)])
-    assert make_total_reward({"format": 0.5, "box": 2.0, "depth": 0.0})([comp], **cols(1)) == [0.5 + 1 + 2 + 0]
+    assert make_total_reward({"format": 0.5, "box": 2.0, "depth": 0.0})([comp], **cols(1)) == [
+        0.5 + 1 + 2 + 0
+    ]
     with pytest.raises(ValueError):
         make_total_reward({"fromat": 1.0})
 

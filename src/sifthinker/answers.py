@@ -23,42 +23,35 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-__all__ = [
-    "ANSWER_TYPES",
-    "canonical_answer_type",
-    "FakeJudge",
-    "Judge",
-    "OpenAIJudge",
-    "infer_answer_type",
-    "normalize",
-    "parse_judge_score",
-    "score_answer",
-]
+__all__ = ["ANSWER_TYPES", "FakeJudge", "Judge", "OpenAIJudge", "canonical_answer_type"]
+__all__ += ["infer_answer_type", "normalize", "parse_judge_score", "score_answer"]
 
 log = logging.getLogger(__name__)
 
 ANSWER_TYPES = ("yes_no", "number", "option", "color", "name", "free")
-_ALIASES = {
-    "yesno": "yes_no", "yes/no": "yes_no", "bool": "yes_no", "boolean": "yes_no",
-    "count": "number", "counting": "number", "int": "number", "numeric": "number",
-    "mc": "option", "choice": "option", "multiple_choice": "option",
-    "colour": "color", "object": "name", "open": "free", "text": "free",
-}
-_NUMBER_WORDS = {w: i for i, w in enumerate(
+_NUMBER_LIST = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen twenty".split())}
+)
+_NUMBER_LIST += "sixteen seventeen eighteen nineteen twenty"
+_ALIASES = dict(
+    pair.split("=")
+    for pair in "yesno=yes_no yes/no=yes_no bool=yes_no boolean=yes_no count=number counting=number "
+    "int=number numeric=number mc=option choice=option multiple_choice=option colour=color object=name "
+    "open=free text=free".split()
+)
+_NUMBER_WORDS = {w: i for i, w in enumerate(_NUMBER_LIST.split())}
 # "the one on the left" uses "one" as a pronoun, not a count.
 _PRONOUN_ONE_BEFORE = {"the", "this", "that", "which", "each", "every", "any", "no"}
 _POLARITY = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 _COLOR_SYNONYMS = {"grey": "gray"}
 _COLORS = set(
     "red green blue yellow orange purple pink brown black white gray cyan magenta gold silver beige "
-    "teal turquoise violet maroon navy olive".split()) | set(_COLOR_SYNONYMS)
+    "teal turquoise violet maroon navy olive".split()
+) | set(_COLOR_SYNONYMS)
 _COLOR_MODIFIERS = {"light", "dark", "bright", "pale", "deep"}
 _ARTICLES = {"a", "an", "the"}
 # Words that signal a second object in a short name answer ("red cube and blue sphere", "X, not Y").
-_CONNECTORS = {"and", "or", "than", "not", "nor", "but", "vs", "versus", "both", "neither", "either",
-               "instead"}
+_CONNECTORS = set("and or than not nor but vs versus both neither either instead".split())
 _DEFAULT_LETTERS = "ABCDEF"
 
 _TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+")
@@ -98,7 +91,7 @@ def _spans(tokens: Sequence[str], phrase: Sequence[str]) -> list[tuple[int, int]
     m = len(phrase)
     if m == 0:
         return []
-    return [(i, i + m) for i in range(len(tokens) - m + 1) if list(tokens[i:i + m]) == list(phrase)]
+    return [(i, i + m) for i in range(len(tokens) - m + 1) if list(tokens[i : i + m]) == list(phrase)]
 
 
 def _polarity(text: str) -> str | None:
@@ -140,14 +133,16 @@ def _colors(text: str) -> set[str]:
 
 def _is_color_answer(text: str) -> bool:
     toks = normalize(text).split()
-    return bool(toks) and all(t in _COLORS or t in _COLOR_MODIFIERS or t == "and" for t in toks) \
-        and bool(_colors(text))
+    only_colours = all(t in _COLORS or t in _COLOR_MODIFIERS or t == "and" for t in toks)
+    return bool(toks) and only_colours and bool(_colors(text))
 
 
 _GT_OPTION_RE = re.compile(r"\s*\(?([A-Za-z])(?![A-Za-z0-9])\)?\s*[.):]?\s*(.*)", re.DOTALL)
 # A letter alone ("B", "(b)", "B.") or a marked letter before a text ("B. red cube", "(B) red cube");
 # "A red cube" (no mark) is an article, not an option.
-_GT_OPTION_INFER_RE = re.compile(r"\s*(\(?[A-Za-z]\)?[.):]?|\([A-Z]\)\s*\S.*|[A-Z][.):]\s*\S.*)\s*", re.DOTALL)
+_GT_OPTION_INFER_RE = re.compile(
+    r"\s*(\(?[A-Za-z]\)?[.):]?|\([A-Z]\)\s*\S.*|[A-Z][.):]\s*\S.*)\s*", re.DOTALL
+)
 _LETTER_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z])(?![A-Za-z0-9])")
 
 
@@ -178,10 +173,12 @@ def _option_letters(pred: str, valid: str) -> set[str]:
             letters.add(ch)
         else:
             # Lower-case letters are ordinary words ("a"), so they count only in unmistakable forms.
-            if (alnum.lower() == ch
-                    or (before.endswith("(") and after.startswith(")"))
-                    or re.search(r"\b(option|choice)\s*$", before, re.IGNORECASE)
-                    or (not before.strip() and re.match(r"[.):]", after))):
+            if (
+                alnum.lower() == ch
+                or (before.endswith("(") and after.startswith(")"))
+                or re.search(r"\b(option|choice)\s*$", before, re.IGNORECASE)
+                or (not before.strip() and re.match(r"[.):]", after))
+            ):
                 letters.add(ch.upper())
     return letters
 
@@ -189,12 +186,13 @@ def _option_letters(pred: str, valid: str) -> set[str]:
 def _option_by_text(pred: str, options: Mapping[str, str]) -> str | None:
     """The single option whose text the answer names (occurrences inside a longer option ignored)."""
     toks = _name_tokens(pred)
-    hits = {k: _spans(toks, _name_tokens(v)) for k, v in options.items() if _name_tokens(v)}
-    hits = {k: s for k, s in hits.items() if s}
-    named = [k for k, spans in hits.items()
-             if not any(any(a <= s0 and e1 <= b for a, b in o_spans for s0, e1 in spans)
-                        and len(_name_tokens(options[o])) > len(_name_tokens(options[k]))
-                        for o, o_spans in hits.items() if o != k)]
+    spans = {k: _spans(toks, _name_tokens(v)) for k, v in options.items()}
+    spans = {k: v for k, v in spans.items() if v}
+
+    def covered(k: str, s0: int, e0: int) -> bool:  # inside a longer named option's occurrence
+        return any(a <= s0 and e0 <= b and b - a > e0 - s0 for o in spans if o != k for a, b in spans[o])
+
+    named = [k for k, ks in spans.items() if not all(covered(k, s0, e0) for s0, e0 in ks)]
     return named[0] if len(named) == 1 else None
 
 
@@ -255,9 +253,14 @@ def infer_answer_type(gt: str) -> str:
     return "name" if 0 < len(toks) <= 5 else "free"
 
 
-def score_answer(pred: str | None, gt: str, answer_type: str | None = None, *,
-                 options: Mapping[str, str] | None = None,
-                 candidates: Sequence[str] | None = None) -> float:
+def score_answer(
+    pred: str | None,
+    gt: str,
+    answer_type: str | None = None,
+    *,
+    options: Mapping[str, str] | None = None,
+    candidates: Sequence[str] | None = None,
+) -> float:
     """Score ``pred`` against ``gt`` in [0, 1] (closed-form answers are 0 or 1).
 
     ``answer_type`` is one of :data:`ANSWER_TYPES` (or an alias such as ``"count"``); ``None`` infers it
@@ -285,9 +288,9 @@ def score_answer(pred: str | None, gt: str, answer_type: str | None = None, *,
         g = _polarity(gt)
         return float(g is not None and _polarity(pred) == g)
     if kind == "number":
-        g_num = _number(gt)
-        p_num = _number(pred)
-        return float(g_num is not None and p_num is not None and abs(p_num - g_num) <= 1e-9 * max(1.0, abs(g_num)))
+        g_num, p_num = _number(gt), _number(pred)
+        ok = g_num is not None and p_num is not None and abs(p_num - g_num) <= 1e-9 * max(1.0, abs(g_num))
+        return float(ok)
     if kind == "option":
         return _score_option(pred, gt, options)
     if kind == "color":
@@ -328,8 +331,9 @@ def parse_judge_score(reply: str) -> float | None:
             obj = json.loads(m.group(0))
         except ValueError:
             continue
-        if isinstance(obj, dict) and isinstance(obj.get("score"), int | float) and not isinstance(obj["score"], bool):
-            return min(1.0, max(0.0, float(obj["score"])))
+        score = obj.get("score") if isinstance(obj, dict) else None
+        if isinstance(score, int | float) and not isinstance(score, bool):
+            return min(1.0, max(0.0, float(score)))
     m2 = _SCORE_RE.search(reply or "")
     return min(1.0, max(0.0, float(m2.group(1)))) if m2 else None
 
@@ -343,13 +347,23 @@ class OpenAIJudge:
     so a flaky endpoint costs reward but never crashes training.
     """
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 30.0,
-                 max_retries: int = 2, max_workers: int = 8, max_tokens: int = 32,
-                 session: Any = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        max_workers: int = 8,
+        max_tokens: int = 32,
+        session: Any = None,
+    ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.timeout, self.max_retries, self.max_workers, self.max_tokens = timeout, max_retries, max_workers, max_tokens
+        self.timeout, self.max_retries = timeout, max_retries
+        self.max_workers, self.max_tokens = max_workers, max_tokens
         if session is None:
             import requests
 
@@ -360,8 +374,8 @@ class OpenAIJudge:
 
     def _request(self, question: str, pred: str, gt: str) -> float | None:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
-                "messages": [{"role": "user", "content": JUDGE_PROMPT.format(question=question, gt=gt, pred=pred)}]}
+        msg = {"role": "user", "content": JUDGE_PROMPT.format(question=question, gt=gt, pred=pred)}
+        body = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens, "messages": [msg]}
         for attempt in range(self.max_retries + 1):
             try:
                 resp = self._session.post(self.url, json=body, headers=headers, timeout=self.timeout)
@@ -392,7 +406,7 @@ class OpenAIJudge:
         """Score many ``(question, pred, gt)`` triples concurrently; duplicates cost one request."""
         unique = list(dict.fromkeys((str(q), p if p is None else str(p), str(g)) for q, p, g in items))
         with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(unique) or 1))) as pool:
-            scores = dict(zip(unique, pool.map(lambda t: self.score(*t), unique)))
+            scores = dict(zip(unique, pool.map(lambda t: self.score(*t), unique), strict=True))
         return [scores[(str(q), p if p is None else str(p), str(g))] for q, p, g in items]
 
 

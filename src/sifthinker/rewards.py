@@ -174,7 +174,11 @@ def answer_scores(completions: Sequence[Any], judge: Judge | None = None, **kwar
     """
     n = len(completions)
     gts, types = _column(kwargs, "response", n), _column(kwargs, "answer_type", n)
-    problems, opts, cands = _column(kwargs, "problem", n), _column(kwargs, "options", n), _column(kwargs, "candidates", n)
+    problems, opts, cands = (
+        _column(kwargs, "problem", n),
+        _column(kwargs, "options", n),
+        _column(kwargs, "candidates", n),
+    )
     preds = [extract_answer(completion_text(c)) for c in completions]
     scores = [0.0] * n
     judged: list[int] = []
@@ -191,8 +195,9 @@ def answer_scores(completions: Sequence[Any], judge: Judge | None = None, **kwar
         if kind == "free" and judge is not None:
             judged.append(i)
         else:
-            scores[i] = score_answer(preds[i], gt, kind, options=_options(opts[i]),
-                                     candidates=list(cands[i]) if cands[i] else None)
+            scores[i] = score_answer(
+                preds[i], gt, kind, options=_options(opts[i]), candidates=list(cands[i]) if cands[i] else None
+            )
     if judged:
         items = [(str(problems[i] or ""), preds[i], str(gts[i])) for i in judged]
         try:
@@ -344,8 +349,9 @@ def depth_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
 # ---- total and registry ---------------------------------------------------------------------------
 
 
-def make_total_reward(weights: Mapping[str, float] | None = None, store: ProgressStore | None = None,
-                      judge: Judge | None = None) -> RewardFunc:
+def make_total_reward(
+    weights: Mapping[str, float] | None = None, store: ProgressStore | None = None, judge: Judge | None = None
+) -> RewardFunc:
     """R = sum of weight * reward over format, answer, box, depth (weights default to 1 each).
 
     A component with weight 0 is not computed at all (so a 0-weight answer reward leaves the store alone).
@@ -355,8 +361,12 @@ def make_total_reward(weights: Mapping[str, float] | None = None, store: Progres
         if k not in w:
             raise ValueError(f"unknown reward component {k!r}; expected {COMPONENTS}")
         w[k] = float(v)
-    funcs: dict[str, RewardFunc] = {"format": format_reward, "answer": make_answer_reward(store, judge),
-                                    "box": box_reward, "depth": depth_reward}
+    funcs: dict[str, RewardFunc] = {
+        "format": format_reward,
+        "answer": make_answer_reward(store, judge),
+        "box": box_reward,
+        "depth": depth_reward,
+    }
 
     def total_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         total = [0.0] * len(completions)
@@ -380,8 +390,9 @@ REWARD_FUNCS: dict[str, RewardFunc] = {
 }
 
 
-def get_reward_funcs(names: Sequence[str], store: ProgressStore | None = None,
-                     judge: Judge | None = None) -> list[RewardFunc]:
+def get_reward_funcs(
+    names: Sequence[str], store: ProgressStore | None = None, judge: Judge | None = None
+) -> list[RewardFunc]:
     """Reward functions for TRL's ``reward_funcs``, in order (names with or without ``_reward``).
 
     ``answer`` and ``total`` are built with ``store`` and ``judge``. TRL logs each function under its
@@ -396,6 +407,8 @@ def get_reward_funcs(names: Sequence[str], store: ProgressStore | None = None,
         raise ValueError(f"duplicate reward names in {list(names)}")
     if "total" in keys and len(keys) > 1:
         raise ValueError("'total' already includes every component; use it alone or list components")
-    built = {"answer": lambda: make_answer_reward(store, judge),
-             "total": lambda: make_total_reward(store=store, judge=judge)}
+    built = {
+        "answer": lambda: make_answer_reward(store, judge),
+        "total": lambda: make_total_reward(store=store, judge=judge),
+    }
     return [built[k]() if k in built else REWARD_FUNCS[k] for k in keys]

@@ -8,7 +8,7 @@ import logging
 import click
 
 # Submodules that add commands to `main`; each owns one area (data, pipeline, model, serve, ...).
-_COMMAND_MODULES = ["data", "pipeline", "model", "serve"]
+_COMMAND_MODULES = ["data", "pipeline", "model", "serve", "demo"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

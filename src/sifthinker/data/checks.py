@@ -48,12 +48,14 @@ SPLITS = ("train", "eval", "test")
 N_EXAMPLES = 5
 # For these columns a failure line also shows a more telling column of the offending rows.
 _DETAIL = {
-    "trace_valid": "trace_problems",
-    "last_area_matches_gt": "last_area",
-    "category_balance": "category",
-    "image_exists": "image",
-    "depth_image_exists": "depth_image",
-    "depth_map_exists": "depth_map",
+    "trace_valid": ("trace_problems",),
+    "last_area_matches_gt": ("last_area", "gt_boxes"),
+    "first_area_is_full_image": ("first_area",),
+    "category_balance": ("category", "category_share"),
+    "image_exists": ("image",),
+    "depth_image_exists": ("depth_image",),
+    "depth_map_exists": ("depth_map",),
+    "images_exist": ("images",),
 }
 
 
@@ -174,16 +176,16 @@ def _describe(res: Any, table: pd.DataFrame) -> str:
     if "unexpected_count" not in r:
         return f"{head} observed {r.get('observed_value')!r}"
     examples = []
-    detail = _DETAIL.get(column or "")
+    details = _DETAIL.get(column or "", ())
     for ex in r.get("partial_unexpected_index_list") or []:
         rid = ex.get("id")
         part = f"id={rid!r}"
         if column != "id" and column in ex:
             part += f" {column}={_show(ex[column])}"
-        if detail is not None and rid is not None:
-            match = table.loc[table["id"] == rid, detail]
+        if details and rid is not None:
+            match = table.loc[table["id"] == rid, list(details)]
             if len(match):
-                part += f" {detail}={_show(match.iloc[0])}"
+                part += "".join(f" {d}={_show(match.iloc[0][d])}" for d in details)
         examples.append(part)
     if not examples:  # no index list: fall back to the values
         examples = [_show(v) for v in r.get("partial_unexpected_list") or []]

@@ -120,12 +120,14 @@ def _row(rec: Any, root: Path) -> dict[str, Any]:
     row["trace_max_depth"] = max(depths) if depths else math.nan
     if parsed is not None and parsed.steps:
         first = parsed.steps[0].boxes
+        row["first_area"] = _fmt_boxes(b.xyxy() for b in first)
         row["first_area_is_full_image"] = len(first) == 1 and first[0].is_full_image()
         last = [b.xyxy() for b in parsed.last_boxes]
         row["last_area"] = _fmt_boxes(last)
         row["last_area_matches_gt"] = None if gt is None else _box_set(last) == _box_set(gt)
     else:
-        row["first_area_is_full_image"] = row["last_area"] = row["last_area_matches_gt"] = None
+        row["first_area"] = row["first_area_is_full_image"] = None
+        row["last_area"] = row["last_area_matches_gt"] = None
 
     for f in FILE_FIELDS:
         row[f"{f}_exists"] = _exists(root, rec.get(f))
@@ -142,7 +144,7 @@ def records_table(records: list[dict], root: Path | str) -> pd.DataFrame:
     Derived columns: ``n_gt_boxes``, ``gt_boxes_wellformed``, ``gt_boxes`` (rounded, sorted JSON),
     ``gt_min_coord``/``gt_max_coord``, ``gt_x2_gt_x1``/``gt_y2_gt_y1``, ``gt_rounded`` (<= 3 decimals),
     ``assistant_trace``, ``trace_valid``, ``trace_problems``, ``trace_min_depth``/``trace_max_depth``
-    (over every box of every area, read leniently), ``first_area_is_full_image``, ``last_area``,
+    (over every box of every area, read leniently), ``first_area``, ``first_area_is_full_image``, ``last_area``,
     ``last_area_matches_gt`` (last area vs GT as sets of boxes rounded to 3 decimals),
     ``image_exists``/``depth_image_exists``/``depth_map_exists``/``images_exist`` (relative to
     ``root``), ``paths_relative``, ``category_count``/``category_share`` and ``category_balance``

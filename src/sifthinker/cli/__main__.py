@@ -1,0 +1,3 @@
+from sifthinker.cli import main
+
+main()

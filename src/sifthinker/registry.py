@@ -1,0 +1,338 @@
+"""Model registry (stage "register"): MLflow model versions of plain `save_pretrained` folders.
+
+* :func:`register_model` logs the model folder as artifacts of a "register" stage run, creates a model
+  version whose source is that artifact folder (``MlflowClient.create_model_version``; the high-level
+  ``mlflow.register_model`` only accepts MLflow-flavoured models), tags the version with every metric and
+  lineage item, and points the alias ``challenger`` at it.
+* :func:`promote` moves an alias (``champion`` by default) and records the version it replaced.
+* :func:`resolve` turns ``models:/NAME@alias`` / ``models:/NAME/V`` (or a local folder) into a local
+  folder, downloading once per (tracking store, name, version) into a cache.
+* :func:`describe` lists the versions and aliases of a registered model.
+
+Tag layout on a model version (all values are strings, truncated to MLflow's limit):
+``metric.<name>``, ``lineage.<key>`` (nested dicts flattened with dots), ``recipe``, ``recipe_artifact``,
+``register_run_id``, and after a promotion ``previous.<alias>`` (the version that held the alias before,
+or ``none``). The registered model gets ``last_promotion.<alias>`` = ``"<old> -> <new>"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sifthinker.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+MODEL_ARTIFACT_PATH = "model"
+RECIPE_ARTIFACT = "recipe.yaml"
+_TAG_LIMIT = 5000  # MLflow's maximum tag value length
+_COMPLETE_MARKER = ".sifthinker-complete"
+_MODELS_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    source_uri: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        """The ``models:/NAME/V`` URI of this version."""
+        return f"models:/{self.name}/{self.version}"
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _tracking_uri(cfg_or_uri: RunConfig | str | None) -> str:
+    if isinstance(cfg_or_uri, RunConfig):
+        return cfg_or_uri.tracking_uri
+    if cfg_or_uri:
+        return str(cfg_or_uri)
+    return RunConfig().tracking_uri
+
+
+def _tag_value(v: Any) -> str:
+    s = v if isinstance(v, str) else repr(v) if isinstance(v, float) else str(v)
+    return s if len(s) <= _TAG_LIMIT else s[: _TAG_LIMIT - 3] + "..."
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def dir_hash(path: str | Path) -> str:
+    """SHA-256 over the relative paths and contents of every file under ``path`` (sorted)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _is_missing(e: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", "")) or "not found" in str(e).lower()
+
+
+def _ensure_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if not _is_missing(e):
+            raise
+        try:
+            client.create_registered_model(name, description="SIFThinker spatial-reasoning VLM")
+        except MlflowException as e2:  # created concurrently by someone else
+            if "RESOURCE_ALREADY_EXISTS" not in str(getattr(e2, "error_code", "")):
+                raise
+
+
+def _wait_ready(client, name: str, version: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        mv = client.get_model_version(name, version)
+        if mv.status == "READY":
+            return
+        if mv.status == "FAILED_REGISTRATION":
+            raise RegistryError(f"model version {name}/{version} failed: {mv.status_message}")
+        if time.monotonic() > deadline:
+            raise RegistryError(f"model version {name}/{version} still {mv.status} after {timeout}s")
+        time.sleep(0.5)
+
+
+# ---- register --------------------------------------------------------------------------------------
+def register_model(
+    cfg: RunConfig, model_dir: str | Path, metrics: dict[str, Any], lineage: dict[str, Any]
+) -> RegisteredVersion:
+    """Log ``model_dir`` in a "register" stage run and register it as a new version (alias ``challenger``).
+
+    ``metrics`` are logged on the run (numeric ones) and tagged on the version as ``metric.<name>``;
+    ``lineage`` (e.g. ``data_dir``, ``data_hash``, ``parent_runs: {stage: run_id}``) is tagged as
+    ``lineage.<key>``. When ``lineage`` has a ``data_dir`` that exists and no ``data_hash``, the hash is
+    computed (:func:`dir_hash`). The full recipe YAML is logged as the run artifact ``recipe.yaml``.
+    """
+    import mlflow
+
+    from sifthinker.tracking import stage_run
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir() or not any(model_dir.iterdir()):
+        raise RegistryError(f"model folder {model_dir} does not exist or is empty")
+    lineage = dict(lineage)
+    if lineage.get("data_dir") and "data_hash" not in lineage and Path(lineage["data_dir"]).is_dir():
+        lineage["data_hash"] = dir_hash(lineage["data_dir"])
+    flat_lineage = {f"lineage.{k}": v for k, v in flatten(lineage).items()}
+    flat_metrics = flatten(metrics)
+    name = cfg.registry.model_name
+
+    with stage_run(cfg, "register", params={"model_name": name, "model_dir": str(model_dir)}) as run:
+        run_id = run.info.run_id
+        numeric = {
+            k: float(v) for k, v in flat_metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if numeric:
+            mlflow.log_metrics(numeric)
+        mlflow.set_tags({k: _tag_value(v) for k, v in flat_lineage.items()})
+        mlflow.log_text(cfg.to_yaml(), RECIPE_ARTIFACT)
+        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT_PATH)
+        artifact_uri = run.info.artifact_uri.rstrip("/")
+    source = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}"
+
+    client = _client(cfg.tracking_uri)
+    _ensure_registered_model(client, name)
+    mv = client.create_model_version(
+        name=name, source=source, run_id=run_id, description=f"recipe {cfg.name}, registered by run {run_id}"
+    )
+    version = str(mv.version)
+    _wait_ready(client, name, version)
+    tags: dict[str, Any] = {f"metric.{k}": v for k, v in flat_metrics.items()}
+    tags.update(flat_lineage)
+    tags.update(
+        {"recipe": cfg.name, "recipe_artifact": f"{artifact_uri}/{RECIPE_ARTIFACT}", "register_run_id": run_id}
+    )
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, _tag_value(v))
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    log.info("registered %s version %s from run %s (alias %s)", name, version, run_id, CHALLENGER)
+    return RegisteredVersion(name=name, version=version, source_uri=source, run_id=run_id)
+
+
+# ---- promote ---------------------------------------------------------------------------------------
+def promote(cfg_or_uri: RunConfig | str | None, name: str, version: str | int, alias: str = CHAMPION) -> dict:
+    """Point ``alias`` at ``name``/``version``; returns ``{"name", "version", "alias", "previous"}``.
+
+    The version that held the alias before (or ``None``) is recorded on the promoted version as the tag
+    ``previous.<alias>`` and on the registered model as ``last_promotion.<alias>``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(_tracking_uri(cfg_or_uri))
+    version = str(version)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as e:
+        if _is_missing(e):
+            raise RegistryError(f"model {name!r} has no version {version}") from e
+        raise
+    try:
+        previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as e:
+        if not _is_missing(e):
+            raise
+        previous = None
+    if previous == version:
+        log.info("%s@%s already is version %s", name, alias, version)
+        return {"name": name, "version": version, "alias": alias, "previous": previous}
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, f"previous.{alias}", previous or "none")
+    client.set_registered_model_tag(name, f"last_promotion.{alias}", f"{previous or 'none'} -> {version}")
+    log.info("%s@%s: %s -> %s", name, alias, previous, version)
+    return {"name": name, "version": version, "alias": alias, "previous": previous}
+
+
+# ---- resolve ---------------------------------------------------------------------------------------
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@alias`` -> (NAME, alias, None); ``models:/NAME/V`` -> (NAME, None, V)."""
+    m = _MODELS_URI_RE.match(uri)
+    if not m:
+        raise RegistryError(f"not a registry URI: {uri!r} (expected models:/NAME@alias or models:/NAME/VERSION)")
+    return m["name"], m["alias"], m["version"]
+
+
+def get_version(cfg_or_uri: RunConfig | str | None, model_uri: str):
+    """The MLflow ``ModelVersion`` a ``models:/`` URI points at (aliases resolved now)."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_models_uri(model_uri)
+    client = _client(_tracking_uri(cfg_or_uri))
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, version)
+    except MlflowException as e:
+        if _is_missing(e):
+            raise RegistryError(f"{model_uri} does not exist in {_tracking_uri(cfg_or_uri)}") from e
+        raise
+
+
+def default_cache_dir(cfg: RunConfig | None = None) -> Path:
+    if env := os.environ.get("SIFTHINKER_MODEL_CACHE"):
+        return Path(env)
+    if cfg is not None:
+        return cfg.path(cfg.model.cache_dir) / "registry"
+    return Path.home() / ".cache" / "sifthinker" / "registry"
+
+
+def resolve(
+    model_uri: str,
+    cfg: RunConfig | None = None,
+    tracking_uri: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """A local folder holding the model ``model_uri`` names.
+
+    ``models:/NAME@alias`` and ``models:/NAME/V`` are downloaded with ``mlflow.artifacts.download_artifacts``
+    into ``<cache>/<store-hash>/<NAME>/<V>`` (the alias is resolved first, so a moved alias downloads the
+    new version; a version already in the cache is not downloaded again). A local folder (or ``file://``
+    URI) is returned as it is.
+    """
+    import mlflow.artifacts
+
+    if not model_uri.startswith("models:/"):
+        p = Path(model_uri.removeprefix("file://"))
+        if not p.is_dir():
+            raise RegistryError(f"{model_uri!r} is neither a models:/ URI nor an existing folder")
+        return p
+    uri = tracking_uri or _tracking_uri(cfg)
+    mv = get_version(uri, model_uri)
+    store = hashlib.sha256(uri.encode()).hexdigest()[:12]
+    target = Path(cache_dir or default_cache_dir(cfg)) / store / mv.name / str(mv.version)
+    if (target / _COMPLETE_MARKER).is_file():
+        log.info("%s -> version %s (cached at %s)", model_uri, mv.version, target)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{mv.version}-", dir=target.parent))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp), tracking_uri=uri))
+        if not local.is_dir():
+            raise RegistryError(f"{model_uri} (source {mv.source}) is not a folder")
+        (local / _COMPLETE_MARKER).write_text(f"{mv.name} {mv.version} {mv.source}\n")
+        if target.exists():  # an incomplete earlier download
+            shutil.rmtree(target)
+        try:
+            local.rename(target)
+        except OSError:
+            if not (target / _COMPLETE_MARKER).is_file():  # lost a race to a concurrent download: fine
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("%s -> version %s downloaded to %s", model_uri, mv.version, target)
+    return target
+
+
+# ---- describe --------------------------------------------------------------------------------------
+def describe(name: str, cfg_or_uri: RunConfig | str | None = None) -> dict:
+    """``{"name", "aliases": {alias: version}, "versions": [{version, source, run_id, status, aliases, tags}]}``
+    with versions in ascending order."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(_tracking_uri(cfg_or_uri))
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException as e:
+        if _is_missing(e):
+            raise RegistryError(f"no registered model named {name!r}") from e
+        raise
+    aliases = {str(k): str(v) for k, v in (rm.aliases or {}).items()}
+    versions = []
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        versions.append(
+            {
+                "version": str(mv.version),
+                "source": mv.source,
+                "run_id": mv.run_id,
+                "status": mv.status,
+                "created": mv.creation_timestamp,
+                "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
+                "tags": dict(mv.tags or {}),
+            }
+        )
+    versions.sort(key=lambda v: int(v["version"]))
+    return {"name": name, "aliases": aliases, "tags": dict(rm.tags or {}), "versions": versions}

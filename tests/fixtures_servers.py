@@ -1,0 +1,192 @@
+"""Real servers for integration tests, started once per session on free localhost ports.
+
+* ``moto_s3``: a moto S3 server (in-process thread) with an empty bucket.
+* ``mlflow_server``: a real ``mlflow server`` subprocess, sqlite backend, artifacts proxied to the moto
+  bucket (``--artifacts-destination s3://BUCKET``).
+* ``tiny_model_dir``: a tiny random Qwen2.5-VL folder (``sifthinker.model.build_tiny_model``), built once.
+* ``serving_server``: ``sifthinker serve --model <tiny_model_dir>`` as a subprocess.
+
+Imported by ``conftest.py``. Server logs go to files under the session's tmp dir; a start-up failure
+shows their tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+S3_BUCKET = "sifthinker-artifacts"
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def wait_http(url: str, proc: subprocess.Popen | None, log: Path | None, timeout: float = 180.0) -> None:
+    """Poll ``url`` until it answers 200; fail with the server log when the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered:\n{_tail(log)}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{_tail(log) if log else ''}")
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM the process group this fixture started (its own session), then SIGKILL after ``grace``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def start_process(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
+    fh = log.open("wb")
+    proc = subprocess.Popen(
+        cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True
+    )
+    fh.close()
+    return proc
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    s3: S3Server
+    proc: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class ServingServer:
+    url: str
+    model_name: str
+    proc: subprocess.Popen
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    s3 = S3Server(endpoint=f"http://127.0.0.1:{port}", bucket=S3_BUCKET)
+    s3.client().create_bucket(Bucket=S3_BUCKET)
+    yield s3
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(moto_s3, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = root / "server.log"
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{moto_s3.bucket}",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**AWS_ENV, "MLFLOW_S3_ENDPOINT_URL": moto_s3.endpoint}
+    proc = start_process(cmd, log, env=env, cwd=root)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", proc, log)
+        yield MlflowServer(uri=uri, s3=moto_s3, proc=proc, log=log)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5-VL built with the local recipe's shape (once per session)."""
+    model = pytest.importorskip("sifthinker.model", reason="sifthinker.model is not in this checkout")
+    from sifthinker.config import RunConfig
+
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    root = tmp_path_factory.mktemp("tiny-model")
+    corpus = [
+        "<think><area>[{\"bbox_2d\":[0,0,1,1],\"depth\":0.5}]</area><text>the whole image</text></think>"
+        "<answer>red cube</answer>",
+        "Which is closer to the camera, the red cube or the blue sphere? yes no left right 1 2 3",
+    ]
+    return Path(model.build_tiny_model(cfg, root / "model", corpus))
+
+
+@pytest.fixture(scope="session")
+def serving_server(tiny_model_dir, tmp_path_factory):
+    """``sifthinker serve`` on the tiny model, as a subprocess on a free port."""
+    root = tmp_path_factory.mktemp("serving")
+    port = free_port()
+    log = root / "serve.log"
+    name = "sifthinker-test"
+    cmd = [
+        sys.executable, "-m", "sifthinker.cli", "serve",
+        "--model", str(tiny_model_dir), "--recipe", str(REPO / "recipes" / "local.yaml"),
+        "--port", str(port), "--name", name, "--max-new-tokens", "24",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "SIFTHINKER_WORK_DIR": str(root / "work")}
+    proc = start_process(cmd, log, env=env, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v2/models/{name}/ready", proc, log, timeout=300)
+        yield ServingServer(url=url, model_name=name, proc=proc, log=log)
+    finally:
+        stop_process(proc)
