@@ -287,7 +287,8 @@ def test_openai_judge_failures_score_zero_and_are_not_cached() -> None:
 
 def test_openai_judge_batch_dedups() -> None:
     session = _Session([_Resp('{"score": 1.0}')])
-    judge = OpenAIJudge("http://j/v1", "m", api_key="", max_workers=2, session=session)
+    judge = OpenAIJudge("http://j/v1", "m", api_key="", session=session)
+    judge.max_workers = 2
     items = [("q", "p", "g"), ("q", "p", "g"), ("q", "p2", "g"), ("q", None, "g")]
     assert judge.score_batch(items) == [1.0, 1.0, 1.0, 0.0]
     assert len(session.calls) == 2

@@ -6,7 +6,6 @@ module and each corruption test does a single run on a modified copy of the reco
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 

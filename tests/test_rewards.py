@@ -341,3 +341,52 @@ def test_get_reward_funcs() -> None:
     for bad in (["total", "format"], ["format", "format"], ["nope"]):
         with pytest.raises(ValueError):
             get_reward_funcs(bad)
+
+
+def test_progress_key_from_decoded_images() -> None:
+    # TRL may pass decoded PIL images: equal content must give the same key on every visit.
+    from PIL import Image
+
+    store = MemoryProgressStore()
+    reward = make_answer_reward(store)
+    comps, kw = _group(["no"])
+    reward(comps, **{**kw, "image": [Image.new("RGB", (8, 6), (255, 0, 0))]})
+    comps, kw = _group(["yes"])
+    assert reward(comps, **{**kw, "image": [Image.new("RGB", (8, 6), (255, 0, 0))]}) == [2.0]
+    assert reward(comps, **{**kw, "image": [Image.new("RGB", (8, 6), (0, 0, 255))]}) == [1.0]
+    assert len(store) == 2
+
+
+def test_trl_extras_and_dirty_columns() -> None:
+    comps, kw = _group(["yes", "3"])
+    kw = {**kw, "response": ["yes", 3], "answer_type": [float("nan"), "typo"]}
+    extras = {
+        "prompts": ["p", "p"],
+        "completion_ids": [[1], [2]],
+        "trainer_state": object(),
+        "log_metric": print,
+    }
+    assert answer_reward(comps, **kw, **extras) == [1.0, 1.0]  # types inferred: yes_no, number
+
+
+def test_failing_judge_and_store_cost_credit_not_the_run() -> None:
+    class BrokenJudge:
+        def score(self, question: str, pred: str, gt: str) -> float:
+            raise RuntimeError("endpoint down")
+
+    class BrokenStore:
+        def get(self, key: str) -> float | None:
+            raise OSError("disk")
+
+        def put(self, key: str, value: float) -> None:
+            raise OSError("disk")
+
+    comps = [sif([area(G)], answer="the cat sleeps"), sif([area(G)], answer="yes")]
+    kw = {"response": ["the cat sleeps", "yes"], "answer_type": ["free", "yes_no"], "problem": ["q", "q"]}
+    assert make_answer_reward(BrokenStore(), BrokenJudge())(comps, **kw) == [0.0, 1.0]
+
+
+def test_zero_weight_answer_leaves_store_alone() -> None:
+    store = MemoryProgressStore()
+    make_total_reward({"answer": 0.0}, store=store)([sif([area(G)])], **cols(1))
+    assert len(store) == 0

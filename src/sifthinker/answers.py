@@ -2,10 +2,9 @@
 
 :func:`score_answer` scores a predicted answer against the ground truth in [0, 1] for the closed-form
 types ``yes_no``, ``number``, ``option``, ``color`` and ``name``; ``free`` text falls back to a
-normalised exact match here and is meant for a :class:`Judge`. The rules are deliberately strict:
-a reward model that accepts hedged or listing answers ("A or B", "the red cube and the blue sphere")
-teaches the policy to hedge. Whenever an answer names more than one distinct value of its type the
-verifier scores it 0 instead of guessing which one was meant; negation is not interpreted.
+normalised exact match here and is meant for a :class:`Judge`. The rules are strict on purpose: a
+reward that accepts hedged answers ("A or B", "the red cube and the blue sphere") teaches hedging, so
+an answer naming two distinct values of its type scores 0; negation is not interpreted.
 
 Fixed defects: E1/E4 (a missing answer, ``None`` or blank, scores 0) and E2 (an option letter counts
 only when it is the answer's only option letter, never as a substring of the text).
@@ -22,6 +21,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
+
+import requests
 
 __all__ = ["ANSWER_TYPES", "FakeJudge", "Judge", "OpenAIJudge", "canonical_answer_type"]
 __all__ += ["infer_answer_type", "normalize", "parse_judge_score", "score_answer"]
@@ -44,16 +45,14 @@ _NUMBER_WORDS = {w: i for i, w in enumerate(_NUMBER_LIST.split())}
 _PRONOUN_ONE_BEFORE = {"the", "this", "that", "which", "each", "every", "any", "no"}
 _POLARITY = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 _COLOR_SYNONYMS = {"grey": "gray"}
-_COLORS = set(
-    "red green blue yellow orange purple pink brown black white gray cyan magenta gold silver beige "
-    "teal turquoise violet maroon navy olive".split()
-) | set(_COLOR_SYNONYMS)
+_COLORS = set("red green blue yellow orange purple pink brown black white gray grey cyan magenta".split())
+_COLORS |= set("gold silver beige teal turquoise violet maroon navy olive".split())
 _COLOR_MODIFIERS = {"light", "dark", "bright", "pale", "deep"}
 _ARTICLES = {"a", "an", "the"}
+_PLURALS = (("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"), ("xes", "x"), ("zes", "z"))
 # Words that signal a second object in a short name answer ("red cube and blue sphere", "X, not Y").
 _CONNECTORS = set("and or than not nor but vs versus both neither either instead".split())
 _DEFAULT_LETTERS = "ABCDEF"
-
 _TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}\b)")
 
@@ -74,13 +73,10 @@ def _singular(tok: str) -> str:
     # A crude English singulariser is enough for object names ("cubes" -> "cube", "boxes" -> "box").
     if len(tok) <= 3 or tok[0].isdigit():
         return tok
-    if tok.endswith("ies"):
-        return tok[:-3] + "y"
-    if tok.endswith(("ches", "shes", "sses", "xes", "zes")):
-        return tok[:-2]
-    if tok.endswith("s") and not tok.endswith(("ss", "us", "is")):
-        return tok[:-1]
-    return tok
+    for suffix, repl in _PLURALS:
+        if tok.endswith(suffix):
+            return tok[: -len(suffix)] + repl
+    return tok[:-1] if tok.endswith("s") and not tok.endswith(("ss", "us", "is")) else tok
 
 
 def _name_tokens(text: str) -> list[str]:
@@ -89,9 +85,7 @@ def _name_tokens(text: str) -> list[str]:
 
 def _spans(tokens: Sequence[str], phrase: Sequence[str]) -> list[tuple[int, int]]:
     m = len(phrase)
-    if m == 0:
-        return []
-    return [(i, i + m) for i in range(len(tokens) - m + 1) if list(tokens[i : i + m]) == list(phrase)]
+    return [(i, i + m) for i in range(len(tokens) - m + 1) if m and list(tokens[i : i + m]) == list(phrase)]
 
 
 def _polarity(text: str) -> str | None:
@@ -121,9 +115,8 @@ def _number(text: str) -> float | None:
         return None
     if len(set(nums)) == 1:
         return nums[0]
-    toks = normalize(text).split()
     # "3 objects, 1 of them red": a leading number is the answer; otherwise several numbers are ambiguous.
-    lead = toks[0] if toks else ""
+    lead = (normalize(text).split() or [""])[0]
     return nums[0] if (lead[:1].isdigit() or lead in _NUMBER_WORDS) else None
 
 
@@ -137,49 +130,42 @@ def _is_color_answer(text: str) -> bool:
     return bool(toks) and only_colours and bool(_colors(text))
 
 
-_GT_OPTION_RE = re.compile(r"\s*\(?([A-Za-z])(?![A-Za-z0-9])\)?\s*[.):]?\s*(.*)", re.DOTALL)
-# A letter alone ("B", "(b)", "B.") or a marked letter before a text ("B. red cube", "(B) red cube");
-# "A red cube" (no mark) is an article, not an option.
-_GT_OPTION_INFER_RE = re.compile(
-    r"\s*(\(?[A-Za-z]\)?[.):]?|\([A-Z]\)\s*\S.*|[A-Z][.):]\s*\S.*)\s*", re.DOTALL
+# A ground-truth option: a letter alone ("B", "(b)", "B.") or a marked letter before a text ("B. red cube",
+# "(B) red cube"); "A red cube" (no mark) is an article, not an option.
+_GT_OPTION_RE = re.compile(
+    r"\s*(?:\(?([A-Za-z])\)?[.):]?|\(([A-Z])\)\s*(\S.*)|([A-Z])[.):]\s*(\S.*))\s*", re.S
 )
 _LETTER_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z])(?![A-Za-z0-9])")
+_OPTION_WORD_RE = re.compile(r"\b(option|choice)\s*$", re.IGNORECASE)
 
 
 def _gt_option(gt: str) -> tuple[str | None, str]:
     """Split a ground-truth option ("B", "(B)", "B. red cube") into its letter and text."""
-    m = _GT_OPTION_RE.fullmatch(gt) if _GT_OPTION_INFER_RE.fullmatch(gt) else None
+    m = _GT_OPTION_RE.fullmatch(gt)
     if m is None:
         return None, gt.strip()
-    return m.group(1).upper(), m.group(2).strip()
+    return (m.group(1) or m.group(2) or m.group(4)).upper(), (m.group(3) or m.group(5) or "").strip()
 
 
 def _option_letters(pred: str, valid: str) -> set[str]:
     """Every option letter the answer names, under the strict rules of :func:`score_answer`."""
     letters: set[str] = set()
     alnum = re.sub(r"[^A-Za-z0-9]", "", pred)
-    for m in _LETTER_RE.finditer(pred):
-        ch, start, end = m.group(1), m.start(), m.end()
-        if ch.upper() not in valid:
-            continue
-        before, after = pred[:start], pred[end:]
+    for m in (m for m in _LETTER_RE.finditer(pred) if m.group(1).upper() in valid):
+        ch, before, after = m.group(1), pred[: m.start()], pred[m.end() :]
         if ch.isupper():
             # A capitalised "A" opening a sentence and followed by a lower-case word is the article,
             # unless that word is a connector ("A or B" names two options).
             sentence_start = re.search(r"(^|[.!?:]\s+)[\"'(\[]?$", before) is not None
             nxt = re.match(r"\s+([a-z]+)", after)
-            if ch == "A" and sentence_start and nxt and nxt.group(1) not in _CONNECTORS:
-                continue
-            letters.add(ch)
-        else:
-            # Lower-case letters are ordinary words ("a"), so they count only in unmistakable forms.
-            if (
-                alnum.lower() == ch
-                or (before.endswith("(") and after.startswith(")"))
-                or re.search(r"\b(option|choice)\s*$", before, re.IGNORECASE)
-                or (not before.strip() and re.match(r"[.):]", after))
-            ):
-                letters.add(ch.upper())
+            if not (ch == "A" and sentence_start and nxt and nxt.group(1) not in _CONNECTORS):
+                letters.add(ch)
+        # Lower-case letters are ordinary words ("a"), so they count only in unmistakable forms: the
+        # whole answer, "(b)", "option b", or "b." / "b)" opening the answer.
+        elif alnum.lower() == ch or before[-1:] + after[:1] == "()" or re.search(_OPTION_WORD_RE, before):
+            letters.add(ch.upper())
+        elif not before.strip() and re.match(r"[.):]", after):
+            letters.add(ch.upper())
     return letters
 
 
@@ -242,11 +228,9 @@ def canonical_answer_type(answer_type: str) -> str:
 def infer_answer_type(gt: str) -> str:
     """Guess the answer type from the ground truth alone (used when a record has no ``answer_type``)."""
     toks = normalize(gt).split()
-    if len(toks) == 1 and toks[0] in _POLARITY:
-        return "yes_no"
-    if len(toks) == 1 and (toks[0][0].isdigit() or toks[0] in _NUMBER_WORDS):
-        return "number"
-    if _GT_OPTION_INFER_RE.fullmatch(gt):
+    if len(toks) == 1 and (toks[0] in _POLARITY or toks[0][0].isdigit() or toks[0] in _NUMBER_WORDS):
+        return "yes_no" if toks[0] in _POLARITY else "number"
+    if _GT_OPTION_RE.fullmatch(gt):
         return "option"
     if _is_color_answer(gt):
         return "color"
@@ -302,8 +286,7 @@ def score_answer(
     return float(_name_tokens(pred) == _name_tokens(gt) and bool(_name_tokens(gt)))
 
 
-# --------------------------------------------------------------------------------------------------
-# judges for free-text answers
+# ---- judges for free-text answers ----------------------------------------------------------------
 
 
 class Judge(Protocol):
@@ -344,8 +327,12 @@ class OpenAIJudge:
     Plain HTTP through ``requests`` keeps the judge usable without the ``openai`` package. Results are
     cached in memory by ``(question, pred, gt)`` (8 rollouts of one prompt often repeat an answer);
     failures (timeouts, HTTP errors, unparseable replies) are retried, then score 0 and are not cached,
-    so a flaky endpoint costs reward but never crashes training.
+    so a flaky endpoint costs reward but never crashes training. ``session`` is any object with
+    ``requests.Session.post``'s interface (tests pass a fake).
     """
+
+    max_tokens = 32  # the reply is a tiny JSON object
+    max_workers = 8  # concurrent requests in score_batch
 
     def __init__(
         self,
@@ -355,20 +342,13 @@ class OpenAIJudge:
         *,
         timeout: float = 30.0,
         max_retries: int = 2,
-        max_workers: int = 8,
-        max_tokens: int = 32,
         session: Any = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.timeout, self.max_retries = timeout, max_retries
-        self.max_workers, self.max_tokens = max_workers, max_tokens
-        if session is None:
-            import requests
-
-            session = requests.Session()
-        self._session = session
+        self._session = session if session is not None else requests.Session()
         self._cache: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
 
@@ -393,14 +373,11 @@ class OpenAIJudge:
             return 0.0
         key = (str(question), str(pred), str(gt))
         with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-        value = self._request(*key)
-        if value is None:
-            return 0.0
-        with self._lock:
-            self._cache[key] = value
-        return value
+            value = self._cache.get(key)
+        if value is None and (value := self._request(*key)) is not None:
+            with self._lock:
+                self._cache[key] = value
+        return 0.0 if value is None else value
 
     def score_batch(self, items: Sequence[tuple[str, str | None, str]]) -> list[float]:
         """Score many ``(question, pred, gt)`` triples concurrently; duplicates cost one request."""

@@ -39,21 +39,9 @@ from sifthinker.geometry import iou_h
 from sifthinker.progress import ProgressStore, progress_key
 from sifthinker.trace import Box, extract_answer, extract_areas, validate
 
-__all__ = [
-    "DEPTH_EPS",
-    "DEPTH_TOLERANCE",
-    "REWARD_FUNCS",
-    "answer_reward",
-    "answer_scores",
-    "box_reward",
-    "completion_text",
-    "depth_reward",
-    "format_reward",
-    "get_reward_funcs",
-    "make_answer_reward",
-    "make_total_reward",
-    "total_reward",
-]
+__all__ = ["DEPTH_EPS", "DEPTH_TOLERANCE", "REWARD_FUNCS", "answer_reward", "answer_scores", "box_reward"]
+__all__ += ["completion_text", "depth_ok", "depth_reward", "format_reward", "get_reward_funcs"]
+__all__ += ["make_answer_reward", "make_total_reward", "total_reward"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +115,20 @@ def _image_id(image: Any) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
+def _per_item(
+    completions: Sequence[Any], kwargs: Mapping[str, Any], column: str, score: Callable[[str, Any], float]
+) -> list[float]:
+    """``score(text, column value)`` per completion; an unexpected error scores that completion 0."""
+    out = []
+    for c, value in zip(completions, _column(kwargs, column, len(completions)), strict=True):
+        try:
+            out.append(score(completion_text(c), value))
+        except Exception as exc:  # defensive: one weird completion must not stop training
+            log.warning("%s reward failed on a completion: %s", column, exc)
+            out.append(0.0)
+    return out
+
+
 def _sanitize(box: Box) -> BoxT:
     # Lenient areas may hold out-of-range or reversed corners: clip to the image and collapse a
     # reversed box to zero width/height, so geometry sees a valid (possibly empty) box.
@@ -166,6 +168,28 @@ def _options(value: Any) -> dict[str, str] | None:
     return None
 
 
+def _answer_kind(answer_type: Any, gt: str) -> str:
+    if isinstance(answer_type, str) and answer_type.strip():
+        try:
+            return canonical_answer_type(answer_type)
+        except ValueError:
+            # A typo in the data must not zero the reward silently: warn and infer the type instead.
+            log.warning("unknown answer_type %r; inferring it from the ground truth", answer_type)
+    return infer_answer_type(gt)  # None, NaN from pandas, or unknown
+
+
+def _judge_scores(judge: Judge, items: list[tuple[str, str | None, str]]) -> list[float]:
+    """The judge's scores clipped to [0, 1]; a failing judge or a non-finite score gives 0."""
+    try:
+        batch = getattr(judge, "score_batch", None)
+        raw = batch(items) if callable(batch) else [judge.score(*it) for it in items]  # type: ignore[arg-type]
+        values = [float(v) for v in raw]
+    except Exception as exc:  # a broken judge costs the free-text items their credit, not the run
+        log.warning("judge failed on %d answers: %s", len(items), exc)
+        return [0.0] * len(items)
+    return [min(1.0, max(0.0, v)) if math.isfinite(v) else 0.0 for v in values]
+
+
 def answer_scores(completions: Sequence[Any], judge: Judge | None = None, **kwargs: Any) -> list[float]:
     """The answer score s in [0, 1] per completion (no progress term).
 
@@ -173,41 +197,23 @@ def answer_scores(completions: Sequence[Any], judge: Judge | None = None, **kwar
     given (else a normalised exact match). A missing ``<answer>`` or ground truth scores 0.
     """
     n = len(completions)
-    gts, types = _column(kwargs, "response", n), _column(kwargs, "answer_type", n)
-    problems, opts, cands = (
-        _column(kwargs, "problem", n),
-        _column(kwargs, "options", n),
-        _column(kwargs, "candidates", n),
-    )
+    gts, types, problems = (_column(kwargs, c, n) for c in ("response", "answer_type", "problem"))
+    opts, cands = _column(kwargs, "options", n), _column(kwargs, "candidates", n)
     preds = [extract_answer(completion_text(c)) for c in completions]
-    scores = [0.0] * n
-    judged: list[int] = []
+    scores, judged = [0.0] * n, []
     for i in range(n):
         if gts[i] is None or preds[i] is None:
-            continue
-        gt = str(gts[i])
-        try:
-            kind = canonical_answer_type(types[i]) if types[i] else infer_answer_type(gt)
-        except ValueError:
-            # A typo in the data must not zero the reward silently: warn and fall back to inference.
-            log.warning("unknown answer_type %r; inferring it from the ground truth", types[i])
-            kind = infer_answer_type(gt)
+            continue  # E1/E4: no answer (or nothing to compare it with) scores 0
+        kind = _answer_kind(types[i], str(gts[i]))
         if kind == "free" and judge is not None:
             judged.append(i)
-        else:
-            scores[i] = score_answer(
-                preds[i], gt, kind, options=_options(opts[i]), candidates=list(cands[i]) if cands[i] else None
-            )
-    if judged:
+            continue
+        names = None if cands[i] is None else [str(c) for c in cands[i]]
+        scores[i] = score_answer(preds[i], str(gts[i]), kind, options=_options(opts[i]), candidates=names)
+    if judged and judge is not None:
         items = [(str(problems[i] or ""), preds[i], str(gts[i])) for i in judged]
-        try:
-            batch = getattr(judge, "score_batch", None)
-            values = batch(items) if callable(batch) else [judge.score(*it) for it in items]  # type: ignore[union-attr]
-        except Exception as exc:  # a broken judge costs the free-text items their credit, not the run
-            log.warning("judge failed on %d answers: %s", len(items), exc)
-            values = [0.0] * len(items)
-        for i, v in zip(judged, values, strict=True):
-            scores[i] = min(1.0, max(0.0, float(v))) if math.isfinite(float(v)) else 0.0
+        for i, v in zip(judged, _judge_scores(judge, items), strict=True):
+            scores[i] = v
     return scores
 
 
@@ -278,16 +284,7 @@ def box_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
 
     P_end is the last parseable area's boxes. Missing/invalid ``gt_boxes`` or no parseable area: 0.
     """
-    n = len(completions)
-    gts = _column(kwargs, "gt_boxes", n)
-    out = []
-    for c, g in zip(completions, gts, strict=True):
-        try:
-            out.append(_box_score(completion_text(c), _gt_boxes(g)))
-        except Exception as exc:  # defensive: the geometry of a weird box must not stop training
-            log.warning("box reward failed on a completion: %s", exc)
-            out.append(0.0)
-    return out
+    return _per_item(completions, kwargs, "gt_boxes", lambda text, g: _box_score(text, _gt_boxes(g)))
 
 
 # ---- r_depth --------------------------------------------------------------------------------------
@@ -334,16 +331,7 @@ def _depth_score(text: str, depth_map: Any) -> float:
 
 def depth_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """r_depth: the fraction of boxes over all parseable areas whose stated depth is within 10% of D(box)."""
-    n = len(completions)
-    maps = _column(kwargs, "depth_map", n)
-    out = []
-    for c, dm in zip(completions, maps, strict=True):
-        try:
-            out.append(_depth_score(completion_text(c), dm))
-        except Exception as exc:
-            log.warning("depth reward failed on a completion: %s", exc)
-            out.append(0.0)
-    return out
+    return _per_item(completions, kwargs, "depth_map", _depth_score)
 
 
 # ---- total and registry ---------------------------------------------------------------------------
@@ -381,13 +369,8 @@ def make_total_reward(
 
 total_reward: RewardFunc = make_total_reward()
 
-REWARD_FUNCS: dict[str, RewardFunc] = {
-    "format": format_reward,
-    "answer": answer_reward,
-    "box": box_reward,
-    "depth": depth_reward,
-    "total": total_reward,
-}
+REWARD_FUNCS: dict[str, RewardFunc] = {"format": format_reward, "answer": answer_reward, "box": box_reward}
+REWARD_FUNCS |= {"depth": depth_reward, "total": total_reward}
 
 
 def get_reward_funcs(

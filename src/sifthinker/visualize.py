@@ -80,10 +80,6 @@ def _draw_boxes(
     draw = ImageDraw.Draw(img)
     w, h = img.size
     lw = max(2, round(min(w, h) / 160))
-    for gt in gt_boxes or ():
-        px = _to_pixels(tuple(gt), w, h)  # type: ignore[arg-type]
-        if px:
-            draw.rectangle(px, outline=GT_COLOR, width=max(1, lw - 1))
     for i, boxes in enumerate(areas):
         color = STEP_COLORS[i % len(STEP_COLORS)]
         inset = lw * (i % 4)  # nested full-image boxes stay visible as separate frames
@@ -97,9 +93,16 @@ def _draw_boxes(
             draw.rectangle((x1, y1, x2, y2), outline=color, width=lw)
             label = f"{i + 1} d={sif_trace.fmt_num(b.depth)}"
             tx, ty = x1 + lw, y1 + lw
-            l, t, r, bt = draw.textbbox((tx, ty), label, font=font)
-            draw.rectangle((l - 2, t - 1, r + 2, bt + 1), fill=color)
+            left, top, right, bottom = draw.textbbox((tx, ty), label, font=font)
+            draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=color)
             draw.text((tx, ty), label, fill=(0, 0, 0), font=font)
+    for gt in gt_boxes or ():
+        # Drawn last and just outside the box, so a prediction on the GT leaves both outlines visible.
+        px = _to_pixels(tuple(gt), w, h)  # type: ignore[arg-type]
+        if px:
+            x1, y1, x2, y2 = px
+            draw.rectangle((max(0, x1 - lw), max(0, y1 - lw), min(w - 1, x2 + lw), min(h - 1, y2 + lw)),
+                           outline=GT_COLOR, width=max(1, lw // 2))
 
 
 def draw_trace(
@@ -132,6 +135,8 @@ def draw_trace(
     body_w = sum(p.width for p in panels) + gap * (len(panels) - 1)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     cap = f"answer: {answer}" if answer is not None else "answer: (missing)"
+    if gt_boxes:
+        cap += "   [magenta: ground-truth boxes]"
     cap_lines = _wrap(probe, cap, font, body_w - 16)
     warn_lines = (
         _wrap(probe, f"invalid format ({len(problems)} problem(s)): {problems[0]}", font, body_w - 16)

@@ -105,6 +105,8 @@ class ModelGenerator:
         requests = []
         for rec in records:
             image, depth_img = record_images(rec, root)
+            if depth_img is None:  # spec P1: the model sees RGB + depth everywhere, never RGB alone
+                raise ValueError(f"record {rec.get('id')!r} has no depth image")
             requests.append(GenRequest(image=image, depth_image=depth_img, question=rec["problem"]))
         return generate(
             model, processor, requests,

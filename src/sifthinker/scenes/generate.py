@@ -9,7 +9,7 @@ import numpy as np
 from .model import COLORS, MIN_VISIBLE_PIXELS, SHAPES, SIZES, WALL_Z, Camera, ObjectSpec, Scene
 from .render import render_scene
 
-Z_RANGE = (3.2, 10.0)  # camera-forward placement range of object centres (world z)
+Z_RANGE = (2.4, 10.0)  # camera-forward placement range of object centres (world z)
 GAP = 0.08  # minimum clearance between footprints
 MIN_OBJECTS, MAX_OBJECTS = 3, 8
 _COLOR_NAMES = tuple(COLORS)
@@ -37,8 +37,10 @@ def _in_view(spec: ObjectSpec, camera: Camera, aspect: float, margin: float = 0.
     if np.any(uv[:, 2] <= 0.1):
         return False
     return bool(
-        uv[:, 0].min() >= margin * 1000 and uv[:, 0].max() <= (1 - margin) * 1000
-        and uv[:, 1].min() >= margin * h and uv[:, 1].max() <= (1 - margin) * h
+        uv[:, 0].min() >= margin * 1000
+        and uv[:, 0].max() <= (1 - margin) * 1000
+        and uv[:, 1].min() >= margin * h
+        and uv[:, 1].max() <= (1 - margin) * h
     )
 
 
@@ -49,8 +51,9 @@ def _clear(spec: ObjectSpec, placed: list[ObjectSpec]) -> bool:
     return spec.z + spec.footprint_radius < WALL_Z - GAP
 
 
-def sample_specs(rng: np.random.Generator, camera: Camera, aspect: float,
-                 num_objects: int | None = None, tries: int = 60) -> list[ObjectSpec]:
+def sample_specs(
+    rng: np.random.Generator, camera: Camera, aspect: float, num_objects: int | None = None, tries: int = 60
+) -> list[ObjectSpec]:
     """Sample distinct (color, shape) objects and place them without interpenetration.
 
     A scene draws its colours from a random subset of 2-5 colours so that several objects often share

@@ -195,3 +195,33 @@ class Scene:
     def eligible_objects(self) -> list[SceneObject]:
         """Objects that questions may mention (at least ``MIN_VISIBLE_PIXELS`` visible pixels)."""
         return [o for o in self.objects if o.visible_pixels >= MIN_VISIBLE_PIXELS]
+
+
+CATEGORIES: tuple[str, ...] = ("depth", "position", "counting", "existence", "size", "attribute")
+ANSWER_TYPES: tuple[str, ...] = ("yes_no", "option", "number", "color", "name")
+
+
+@dataclass
+class Question:
+    """A question about a scene; ``evidence`` are object ids and ``boxes`` their visible pixel boxes."""
+
+    category: str
+    question: str
+    answer: str
+    answer_type: str
+    evidence: list[int]
+    boxes: list[Box]
+    options: list[str] = field(default_factory=list)
+    kind: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "category": self.category,
+            "question": self.question,
+            "answer": self.answer,
+            "answer_type": self.answer_type,
+            "evidence": list(self.evidence),
+            "boxes": [list(b) for b in self.boxes],
+            "options": list(self.options),
+            "kind": self.kind,
+        }

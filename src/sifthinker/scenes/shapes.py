@@ -21,24 +21,30 @@ _UP = np.array([0.0, 1.0, 0.0])
 
 
 def _convex_polyhedron(o, dx, dy, dz, normals: np.ndarray, offsets: np.ndarray):
-    """Intersect rays with {p : normals @ p <= offsets} by half-space clipping, one plane at a time."""
+    """Intersect rays with {p : normals @ p <= offsets} by half-space clipping.
+
+    The camera lies outside the "front" planes (normal . o > offset): a ray can only enter through
+    them, and must point against each of them to hit; every other plane can only be an exit.
+    """
     shape = np.broadcast_shapes(np.shape(dx), np.shape(dy), np.shape(dz))
+    num = offsets - normals @ o  # ray satisfies plane j where (n_j . d) t <= num_j
+    front = np.flatnonzero(num < 0)
     t_in = np.full(shape, -np.inf)
     t_out = np.full(shape, np.inf)
-    k = np.zeros(shape, dtype=np.intp)
-    outside = np.zeros(shape, dtype=bool)
-    num = offsets - normals @ o  # ray satisfies plane j where (n_j . d) t <= num_j
+    k = np.full(shape, front[0] if front.size else 0, dtype=np.intp)
     with np.errstate(divide="ignore", invalid="ignore"):
         for j, n in enumerate(normals):
             nd = dx * n[0] + dy * n[1] + dz * n[2]
-            tj = num[j] / nd
-            enter = (nd < 0) & (tj > t_in)
-            t_in = np.where(enter, tj, t_in)
-            k = np.where(enter, j, k)
-            t_out = np.where(nd > 0, np.minimum(t_out, tj), t_out)
             if num[j] < 0:
-                outside |= nd == 0
-    hit = (t_in <= t_out) & (t_in > 0) & ~outside & np.isfinite(t_in)
+                tj = np.where(nd < 0, num[j] / nd, np.inf)
+                if j == front[0]:
+                    t_in = tj
+                else:
+                    k = np.where(tj > t_in, j, k)
+                    t_in = np.maximum(t_in, tj)
+            else:
+                t_out = np.minimum(t_out, np.where(nd > 0, num[j] / nd, np.inf))
+    hit = (t_in <= t_out) & np.isfinite(t_in) & (t_in > 0)
     return np.where(hit, t_in, np.inf), normals[k]
 
 

@@ -1,0 +1,34 @@
+"""evaluate: strict scoring on the eval split, KFP metrics and an HTML report (`evaluate`)."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components._base import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def evaluate(recipe: str, pipeline_run: str, model: Input[Model], eval_data: Input[Dataset],
+             metrics: Output[Metrics], report: Output[HTML], predictions: Output[Dataset]) -> str:
+    """Score the model; returns the metrics as a JSON string (the gate's input)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from sifthinker.evaluation import evaluate as run_evaluation
+    from sifthinker.orchestration import json_safe, stage_config
+
+    cfg = stage_config(recipe, pipeline_run)
+    Path(predictions.path).mkdir(parents=True, exist_ok=True)
+    result = run_evaluation(cfg, Path(model.path), Path(eval_data.path), Path(predictions.path))
+    values = json_safe(result.metrics)
+    for name, value in values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(name, value)
+    html = Path(str(result.report_html))
+    if html.is_file():
+        shutil.copyfile(html, report.path)
+    else:  # the report itself as a string
+        Path(report.path).write_text(str(result.report_html))
+    predictions.metadata.update({"predictions": str(result.predictions_path), "renders": len(result.renders)})
+    print(json.dumps(values, indent=1))
+    return json.dumps(values)

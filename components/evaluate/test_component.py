@@ -1,0 +1,42 @@
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from kfp.dsl import HTML, Dataset, Metrics, Model
+
+from components.conftest import artifact, io_types
+from components.evaluate.component import evaluate
+
+
+def test_spec():
+    ins, outs = io_types(evaluate)
+    assert ins == {"recipe": "String", "pipeline_run": "String", "model": "system.Model@0.0.1",
+                   "eval_data": "system.Dataset@0.0.1"}
+    assert outs == {"metrics": "system.Metrics@0.0.1", "report": "system.HTML@0.0.1",
+                    "predictions": "system.Dataset@0.0.1", "Output": "String"}
+
+
+def test_logs_metrics_and_copies_the_report(recipe, fake_module, tmp_path):
+    def fake_evaluate(cfg, model_dir, eval_dir, out_dir):
+        assert (model_dir, eval_dir) == (tmp_path / "model", tmp_path / "eval")
+        out_dir = Path(out_dir)
+        (out_dir / "report.html").write_text("<html><body>report</body></html>")
+        (out_dir / "predictions.jsonl").write_text("{}\n")
+        return SimpleNamespace(metrics={"format_validity": 0.75, "accuracy": 0.5, "n": 6,
+                                        "per_category": {"depth": 1.0}},
+                               predictions_path=out_dir / "predictions.jsonl", renders=[out_dir / "a.png"],
+                               report_html=out_dir / "report.html")
+
+    fake_module("sifthinker.evaluation", evaluate=fake_evaluate)
+    metrics = artifact(Metrics, tmp_path / "metrics")
+    report = artifact(HTML, tmp_path / "report.html")
+    predictions = artifact(Dataset, tmp_path / "predictions")
+    out = evaluate.python_func(recipe=recipe, pipeline_run="job-1", model=artifact(Model, tmp_path / "model"),
+                               eval_data=artifact(Dataset, tmp_path / "eval"), metrics=metrics, report=report,
+                               predictions=predictions)
+
+    assert json.loads(out) == {"format_validity": 0.75, "accuracy": 0.5, "n": 6, "per_category": {"depth": 1.0}}
+    assert metrics.metadata == {"format_validity": 0.75, "accuracy": 0.5, "n": 6}  # numbers only
+    assert Path(report.path).read_text() == "<html><body>report</body></html>"
+    assert (tmp_path / "predictions" / "predictions.jsonl").is_file()
+    assert predictions.metadata["renders"] == 1

@@ -1,0 +1,38 @@
+from pathlib import Path
+from types import SimpleNamespace
+
+from kfp.dsl import Dataset, Model
+
+from components.conftest import artifact, io_types
+from components.grpo_sif.component import grpo_sif
+
+
+def test_spec():
+    ins, outs = io_types(grpo_sif)
+    assert ins == {"recipe": "String", "pipeline_run": "String", "train_data": "system.Dataset@0.0.1",
+                   "sft_model": "system.Model@0.0.1"}
+    assert outs == {"model": "system.Model@0.0.1"}
+    assert grpo_sif.name == "grpo-sif"  # the task name that cfg.platform.gpu_steps refers to
+
+
+def test_trains_from_the_sft_model_and_keeps_lineage(recipe, fake_module, tmp_path):
+    calls = {}
+
+    def run_grpo(cfg, train_dir, model_dir, out_dir):
+        calls.update(train=train_dir, model=model_dir, out=out_dir, generations=cfg.grpo.num_generations)
+        (Path(out_dir) / "model.safetensors").write_bytes(b"x")
+        return SimpleNamespace(output_dir=out_dir, metrics={"reward": 2.5}, history=[{"reward": 2.5}],
+                               mlflow_run_id="grpo-run")
+
+    fake_module("sifthinker.training.grpo", run_grpo=run_grpo)
+    train = artifact(Dataset, tmp_path / "train")
+    sft_model = artifact(Model, tmp_path / "sft", mlflow_run_id="sft-run")
+    model = artifact(Model, tmp_path / "grpo")
+    grpo_sif.python_func(recipe=recipe, pipeline_run="job-1", train_data=train, sft_model=sft_model, model=model)
+
+    assert calls == {"train": tmp_path / "train", "model": tmp_path / "sft", "out": tmp_path / "grpo",
+                     "generations": 4}
+    meta = model.metadata
+    assert meta["sft_model"] == sft_model.uri and meta["train_data"] == train.uri
+    assert meta["parent_runs"] == {"sft": "sft-run", "grpo-sif": "grpo-run"}
+    assert meta["metrics"] == {"reward": 2.5}

@@ -1,0 +1,5 @@
+"""The `sft` component."""
+
+from components.sft.component import sft
+
+__all__ = ["sft"]

@@ -1,0 +1,37 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from kfp.dsl import Dataset, Markdown
+
+from components.conftest import artifact, io_types
+from components.validate_data.component import validate_data
+
+
+def test_spec():
+    ins, outs = io_types(validate_data)
+    assert ins == {"recipe": "String", "train_data": "system.Dataset@0.0.1", "eval_data": "system.Dataset@0.0.1"}
+    assert outs == {"report": "system.Markdown@0.0.1"}
+
+
+def test_valid_data_passes_and_reports(built_data, recipe, tmp_path):
+    train, evl = built_data
+    report = artifact(Markdown, tmp_path / "report.md")
+    validate_data.python_func(recipe=recipe, train_data=train, eval_data=evl, report=report)
+    text = Path(report.path).read_text()
+    assert "**train**: all expectations met" in text and "**eval**: all expectations met" in text
+
+
+def test_invalid_data_raises_after_writing_the_report(built_data, recipe, tmp_path):
+    train, evl = built_data
+    broken = tmp_path / "eval"
+    shutil.copytree(evl.path, broken)
+    first = json.loads((broken / "records.json").read_text())[0]
+    (broken / first["image"]).unlink()
+    report = artifact(Markdown, tmp_path / "report.md")
+    with pytest.raises(RuntimeError, match="data validation failed"):
+        validate_data.python_func(recipe=recipe, train_data=train, eval_data=artifact(Dataset, broken), report=report)
+    text = Path(report.path).read_text()
+    assert "**train**: all expectations met" in text
+    assert "**eval**: 2 expectation(s) failed" in text and "image_exists" in text

@@ -1,0 +1,94 @@
+"""The one place where the run config's ``platform`` section becomes Kubernetes settings of a task.
+
+For every step: the container image (``platform.image``, or ``platform.gpu_image`` on a GPU step), the
+plain environment (``platform.env``) and the workspace PVC (``platform.workspace_pvc``, mounted at
+``/workspace`` and made the work directory).
+
+The secrets (``platform.secrets``, as environment variables: hub token, MLflow and S3 credentials) go to
+the steps that talk to those services, ``SECRET_STEPS``: training and evaluation (hub downloads, MLflow
+runs), register (MLflow registry, S3 artifact store) and deploy. build-data, validate-data and gate
+work on their inputs only and get no credentials.
+
+For a GPU step (named in ``platform.gpu_steps`` while ``platform.gpu.count > 0``): the accelerator
+request (``gpu.resource`` x ``gpu.count``), CPU/memory requests and limits, the node selector, the
+tolerations and a memory-backed emptyDir at ``/dev/shm`` of ``gpu.shm_size`` (the container runtime's
+64 MiB default breaks NCCL and multi-worker data loading).
+
+kfp's local runner ignores all of this except the environment; the compiled YAML carries it
+(``platforms.kubernetes`` for kfp-kubernetes settings, ``resources`` in the executors for the rest).
+"""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+from sifthinker.config import ConfigError, GPUConfig, RunConfig
+from sifthinker.orchestration import STAGES, WORK_DIR_ENV
+
+WORKSPACE_MOUNT = "/workspace"
+SHM_VOLUME = "dshm"
+SHM_MOUNT = "/dev/shm"
+# Steps that use the hub, MLflow or object storage and therefore get ``platform.secrets``.
+SECRET_STEPS = frozenset({"sft", "grpo-sif", "evaluate", "register", "deploy"})
+
+
+def step_name(step: str) -> str:
+    """Config spelling to task name: ``grpo_sif`` and ``grpo-sif`` are the same step."""
+    return step.strip().lower().replace("_", "-")
+
+
+def gpu_steps(cfg: RunConfig) -> set[str]:
+    """The steps that get GPUs; empty when the profile has none. Unknown names are config errors."""
+    names = {step_name(s) for s in cfg.platform.gpu_steps}
+    unknown = sorted(names - set(STAGES))
+    if unknown:
+        raise ConfigError(f"platform.gpu_steps: unknown step(s) {unknown}; steps: {list(STAGES)}")
+    return names if cfg.platform.gpu.count > 0 else set()
+
+
+def is_gpu_step(cfg: RunConfig, step: str) -> bool:
+    return step_name(step) in gpu_steps(cfg)
+
+
+def image_for(cfg: RunConfig, step: str) -> str:
+    return cfg.platform.gpu_image if is_gpu_step(cfg, step) else cfg.platform.image
+
+
+def apply_platform(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTask:
+    """Apply the platform settings for ``step`` to ``task`` (see the module docstring)."""
+    p = cfg.platform
+    task.set_container_image(image_for(cfg, step))
+    for name, value in p.env.items():
+        task.set_env_variable(name, str(value))
+    if step_name(step) in SECRET_STEPS:
+        for secret in p.secrets:
+            if secret.env:
+                kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=dict(secret.env))
+    if p.workspace_pvc:
+        kubernetes.mount_pvc(task, pvc_name=p.workspace_pvc, mount_path=WORKSPACE_MOUNT)
+        task.set_env_variable(WORK_DIR_ENV, WORKSPACE_MOUNT)
+    if is_gpu_step(cfg, step):
+        apply_gpu(task, p.gpu)
+    return task
+
+
+def apply_gpu(task: PipelineTask, gpu: GPUConfig) -> PipelineTask:
+    """Accelerators, resources, scheduling and /dev/shm for one GPU task."""
+    task.set_accelerator_type(gpu.resource)
+    task.set_accelerator_limit(gpu.count)
+    if gpu.cpu:
+        task.set_cpu_request(gpu.cpu)
+        task.set_cpu_limit(gpu.cpu)
+    if gpu.memory:
+        task.set_memory_request(gpu.memory)
+        task.set_memory_limit(gpu.memory)
+    for key, value in gpu.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=str(value))
+    for t in gpu.tolerations:
+        kubernetes.add_toleration(task, key=t.key, operator=t.operator,
+                                  value=None if t.operator == "Exists" else t.value, effect=t.effect)
+    if gpu.shm_size:
+        kubernetes.empty_dir_mount(task, volume_name=SHM_VOLUME, mount_path=SHM_MOUNT, medium="Memory",
+                                   size_limit=gpu.shm_size)
+    return task

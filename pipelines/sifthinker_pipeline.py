@@ -1,0 +1,62 @@
+"""The SIFThinker pipeline: build_data -> validate_data -> sft -> grpo_sif -> evaluate -> gate -> register -> deploy.
+
+``build_pipeline(cfg)`` returns a ``@dsl.pipeline`` function for one run config. The config travels in
+two ways. (1) As the ``recipe`` parameter, whose default is the whole recipe as one line of JSON (which is
+YAML too; see ``sifthinker.orchestration.recipe_parameter``): every step rebuilds its ``RunConfig`` from
+it, so one compiled file carries its config, and a run may pass another recipe YAML. (2) As compile-time
+task settings from ``cfg.platform`` (images, GPUs, scheduling, /dev/shm, secrets, PVC; see
+``pipelines/platform.py``): overriding ``recipe`` at submit time changes what the steps do, not where
+they run.
+
+register and deploy run only inside ``dsl.If(gate == True)``: a failed gate ends the run cleanly.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
+import re
+from collections.abc import Callable
+
+from kfp import dsl
+
+from pipelines.platform import apply_platform
+from sifthinker.config import RunConfig
+from sifthinker.orchestration import recipe_parameter
+
+# The KFP job id of the run: every step that logs to MLflow tags its run with it.
+RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+
+
+def pipeline_name(cfg: RunConfig) -> str:
+    """A KFP pipeline name for the recipe: lowercase letters, digits and dashes."""
+    return "sifthinker-" + (re.sub(r"[^a-z0-9]+", "-", cfg.name.lower()).strip("-") or "run")
+
+
+def build_pipeline(cfg: RunConfig) -> Callable:
+    """The pipeline function for ``cfg`` (compile it with kfp's compiler or call it after ``kfp.local.init``)."""
+    from components import build_data, deploy, evaluate, gate, grpo_sif, register, sft, validate_data
+
+    recipe_default = recipe_parameter(cfg)
+
+    @dsl.pipeline(name=pipeline_name(cfg), description=f"SIFThinker train/eval/register/deploy, recipe {cfg.name}")
+    def sifthinker_pipeline(recipe: str = recipe_default, apply_deployment: bool = False):
+        data = build_data(recipe=recipe)
+        train_data, eval_data = data.outputs["train_data"], data.outputs["eval_data"]
+        checked = validate_data(recipe=recipe, train_data=train_data, eval_data=eval_data)
+        sft_task = sft(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data).after(checked)
+        grpo_task = grpo_sif(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data,
+                             sft_model=sft_task.outputs["model"])
+        eval_task = evaluate(recipe=recipe, pipeline_run=RUN_ID, model=grpo_task.outputs["model"],
+                             eval_data=eval_data)
+        gate_task = gate(recipe=recipe, metrics_json=eval_task.outputs["Output"])
+        with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
+            reg_task = register(recipe=recipe, pipeline_run=RUN_ID, model=grpo_task.outputs["model"],
+                                metrics_json=eval_task.outputs["Output"])
+            deploy_task = deploy(recipe=recipe, pipeline_run=RUN_ID, model_uri=reg_task.outputs["source_uri"],
+                                 apply=apply_deployment)
+        tasks = {"build-data": data, "validate-data": checked, "sft": sft_task, "grpo-sif": grpo_task,
+                 "evaluate": eval_task, "gate": gate_task, "register": reg_task, "deploy": deploy_task}
+        for step, task in tasks.items():
+            apply_platform(task, cfg, step)
+        for task in (reg_task, deploy_task):  # side effects: never answer from the cache
+            task.set_caching_options(False)
+
+    return sifthinker_pipeline

@@ -1,0 +1,289 @@
+"""Kubeflow Pipelines glue on the library side: compile, submit and run the SIFThinker pipeline locally.
+
+The pipeline itself lives in ``pipelines/sifthinker_pipeline.py`` and its steps in ``components/<name>/``;
+this module only drives them, so that importing it costs nothing (kfp and the pipeline are imported
+inside the functions that need them). Components import :func:`stage_config` from here to turn the
+``recipe`` pipeline parameter (a YAML string) back into a :class:`~sifthinker.config.RunConfig`.
+
+``run_local`` runs the same pipeline definition as a cluster run, with kfp's ``SubprocessRunner`` in this
+Python environment: every step is a subprocess, artifacts are folders under ``pipeline_root``. Kubernetes
+settings (GPUs, node selector, tolerations, /dev/shm, secrets, PVC) have no effect locally; they are
+tested on the compiled YAML instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sifthinker.config import ConfigError, RunConfig
+
+__all__ = [
+    "STAGES",
+    "LocalRunResult",
+    "TaskOutputs",
+    "compile_pipeline",
+    "json_safe",
+    "recipe_parameter",
+    "run_local",
+    "stage_config",
+    "submit_pipeline",
+]
+
+# The pipeline's steps in execution order; these are the KFP task names (component names).
+STAGES = ("build-data", "validate-data", "sft", "grpo-sif", "evaluate", "gate", "register", "deploy")
+PIPELINE_RUN_ENV = "SIFTHINKER_PIPELINE_RUN"
+WORK_DIR_ENV = "SIFTHINKER_WORK_DIR"
+
+
+# -- inside components --------------------------------------------------------------------------------
+def stage_config(recipe: str, pipeline_run: str = "") -> RunConfig:
+    """The run's config from the ``recipe`` pipeline parameter (recipe YAML, or JSON as in the default).
+
+    ``pipeline_run`` (the KFP job id) becomes ``SIFTHINKER_PIPELINE_RUN`` for the stage's MLflow run,
+    unless the environment already names one (``run_local`` sets it for the whole local run).
+    """
+    text = recipe.strip()
+    data = json.loads(text) if text.startswith("{") else (yaml.safe_load(text) or {})
+    if not isinstance(data, dict):
+        raise ConfigError("recipe parameter: a recipe is a mapping at the top level")
+    cfg = RunConfig.from_dict(data)
+    if pipeline_run and not pipeline_run.startswith("{{") and not os.environ.get(PIPELINE_RUN_ENV):
+        os.environ[PIPELINE_RUN_ENV] = pipeline_run
+    return cfg
+
+
+def recipe_parameter(cfg: RunConfig) -> str:
+    """The ``recipe`` parameter value for ``cfg``: the recipe as one line of JSON (which is YAML too).
+
+    One line because kfp writes parameter defaults into the compiled file's header comment, and a
+    multi-line default would break out of the comment and make the file invalid YAML. A run may still
+    pass a block-style recipe YAML as the argument.
+    """
+    return json.dumps(cfg.to_dict())
+
+
+def json_safe(obj: Any) -> Any:
+    """Plain JSON data (for KFP artifact metadata and output strings): dataclasses, paths, numpy scalars."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [json_safe(v) for v in obj]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        with contextlib.suppress(Exception):
+            return json_safe(obj.item())
+    return str(obj)
+
+
+# -- compile and submit -------------------------------------------------------------------------------
+def _pipeline(cfg: RunConfig):
+    from pipelines.sifthinker_pipeline import build_pipeline  # lazy: kfp and the components
+
+    return build_pipeline(cfg)
+
+
+def compile_pipeline(cfg: RunConfig, out_path: str | Path) -> Path:
+    """Compile the pipeline for ``cfg`` to a KFP IR YAML; the recipe travels inside as the default of
+    the ``recipe`` parameter, the platform settings (images, GPUs, ...) as the task configuration."""
+    from kfp import compiler
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline_func=_pipeline(cfg), package_path=str(out))
+    return out
+
+
+def submit_pipeline(cfg: RunConfig, host: str, experiment: str | None = None, run_name: str | None = None,
+                    namespace: str | None = None, arguments: dict[str, Any] | None = None,
+                    package_path: str | Path | None = None) -> dict[str, str]:
+    """Compile (unless ``package_path`` is given) and start a run on the KFP API server at ``host``."""
+    import tempfile
+
+    import kfp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = Path(package_path) if package_path else compile_pipeline(cfg, Path(tmp) / "pipeline.yaml")
+        client = kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
+        run = client.create_run_from_pipeline_package(
+            str(pkg), arguments=arguments or {}, run_name=run_name or f"{_slug(cfg.name)}-{_stamp()}",
+            experiment_name=experiment or cfg.registry.experiment, namespace=namespace,
+        )
+    run_id = run.run_id
+    return {"run_id": run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run_id}"}
+
+
+# -- local run ----------------------------------------------------------------------------------------
+@dataclass
+class TaskOutputs:
+    """One finished task of a local run: its output parameters and artifacts (uri, local path, metadata)."""
+
+    name: str
+    dir: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def path(self, artifact: str) -> Path:
+        return Path(self.artifacts[artifact]["uri"])
+
+
+@dataclass
+class LocalRunResult:
+    pipeline_run_id: str
+    pipeline_root: Path
+    run_dir: Path
+    tasks: dict[str, TaskOutputs]
+    gate_passed: bool | None = None
+    gate_failures: list[str] = field(default_factory=list)
+    registered: dict[str, Any] | None = None  # model_name, version, source_uri, run_id
+    deployment: dict[str, Any] | None = None  # deploy()'s result and the manifest folder
+
+    @property
+    def ran(self) -> list[str]:
+        """Task names that ran, in pipeline order."""
+        return [s for s in STAGES if s in self.tasks] + sorted(set(self.tasks) - set(STAGES))
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        ev = self.tasks.get("evaluate")
+        return json.loads(ev.parameters.get("Output") or "{}") if ev else {}
+
+    def artifact(self, task: str, name: str) -> Path:
+        return self.tasks[task].path(name)
+
+    def summary(self) -> str:
+        lines = [f"pipeline run {self.pipeline_run_id}: {self.run_dir}"]
+        for name in self.ran:
+            t = self.tasks[name]
+            params = ", ".join(f"{k}={_short(v)}" for k, v in t.parameters.items())
+            arts = ", ".join(t.artifacts)
+            lines.append(f"  {name:<14} {params}{' | ' if params and arts else ''}{arts}")
+        skipped = [s for s in STAGES if s not in self.tasks]
+        if skipped:
+            lines.append(f"  not run: {', '.join(skipped)}")
+        if self.gate_passed is not None:
+            lines.append("gate: passed" if self.gate_passed else "gate: FAILED")
+            lines += [f"  - {f}" for f in self.gate_failures]
+        if self.registered:
+            r = self.registered
+            lines.append(f"registered {r.get('model_name')} version {r.get('version')} ({r.get('source_uri')})")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(self)
+
+
+def _short(v: Any, n: int = 60) -> str:
+    s = v if isinstance(v, str) else json.dumps(v)
+    s = s.replace("\n", " | ")
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "run"
+
+
+def _stamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _read_task(task_dir: Path, component: Any | None) -> TaskOutputs:
+    """A task's outputs from its folder: executor_output.json plus OutputPath parameter files."""
+    from kfp.dsl.types import type_utils
+
+    out_file = task_dir / "executor_output.json"
+    executor_output = json.loads(out_file.read_text()) if out_file.is_file() else {}
+    params = dict(executor_output.get("parameterValues", {}))
+    artifacts: dict[str, dict[str, Any]] = {}
+    for name, entry in executor_output.get("artifacts", {}).items():
+        arts = entry.get("artifacts") or [{}]
+        artifacts[name] = {"uri": arts[0].get("uri", str(task_dir / name)), "metadata": arts[0].get("metadata", {})}
+    specs = (component.component_spec.outputs or {}) if component is not None else {}
+    for name, spec in specs.items():
+        if type_utils.is_parameter_type(spec.type):
+            if name not in params and (task_dir / name).is_file():  # OutputPath(...) parameters
+                text = (task_dir / name).read_text()
+                params[name] = text if "String" in str(spec.type) else json.loads(text or "null")
+        elif name not in artifacts and (task_dir / name).exists():
+            artifacts[name] = {"uri": str(task_dir / name), "metadata": {}}
+    return TaskOutputs(name=task_dir.name, dir=task_dir, parameters=params, artifacts=artifacts)
+
+
+def _collect(run_id: str, root: Path, run_dir: Path) -> LocalRunResult:
+    from components import COMPONENTS
+
+    by_name = {c.name: c for c in COMPONENTS.values()}
+    tasks = {d.name: _read_task(d, by_name.get(d.name)) for d in sorted(run_dir.iterdir()) if d.is_dir()}
+    result = LocalRunResult(pipeline_run_id=run_id, pipeline_root=root, run_dir=run_dir, tasks=tasks)
+    if gate := tasks.get("gate"):
+        result.gate_passed = bool(gate.parameters.get("Output"))
+        result.gate_failures = [f for f in str(gate.parameters.get("failures") or "").splitlines() if f.strip()]
+    if reg := tasks.get("register"):
+        result.registered = dict(reg.parameters)
+    if dep := tasks.get("deploy"):
+        result.deployment = {"result": json.loads(dep.parameters.get("Output") or "{}"),
+                             "manifest_dir": dep.artifacts.get("manifest", {}).get("uri")}
+    return result
+
+
+def run_local(cfg: RunConfig, pipeline_root: str | Path | None = None, apply_deployment: bool = False,
+              run_id: str | None = None) -> LocalRunResult:
+    """Run the whole pipeline on this machine (kfp.local, SubprocessRunner in this environment).
+
+    Every step's MLflow run is tagged with one pipeline id (``SIFTHINKER_PIPELINE_RUN``); the work
+    directory is pinned to ``cfg.work_path`` for all steps. A failed gate is a successful run whose
+    ``gate_passed`` is False and in which register and deploy did not run; a failing step raises.
+    """
+    from kfp import local
+
+    import sifthinker
+
+    root = Path(pipeline_root) if pipeline_root else cfg.path("pipeline_runs")
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or f"local-{_stamp()}-{uuid.uuid4().hex[:6]}"
+    src_root = str(Path(sifthinker.__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(p for p in (src_root, os.environ.get("PYTHONPATH", "")) if p)
+    # The workspace PVC is a cluster volume: locally the work directory stays cfg.work_path.
+    pipeline = _pipeline(dataclasses.replace(cfg, platform=dataclasses.replace(cfg.platform, workspace_pvc=None)))
+    before = {p.name for p in root.iterdir()}
+    env = {PIPELINE_RUN_ENV: run_id, WORK_DIR_ENV: str(cfg.work_path), "PYTHONPATH": pythonpath}
+    with _environ(**env), warnings.catch_warnings():
+        # The steps name container images; the subprocess runner uses this environment instead.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+        pipeline(recipe=recipe_parameter(cfg), apply_deployment=apply_deployment)
+    new = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise RuntimeError(f"the local run left no run folder under {root}")
+    return _collect(run_id, root, new[-1])

@@ -1,0 +1,236 @@
+"""The compiled pipeline (KFP IR YAML): stages, order, the gate condition, and the platform settings.
+
+kfp's local runner ignores the Kubernetes settings, so they are checked here on the compiled YAML for the
+local recipe (none of them) and the 8-GPU recipe (GPUs, scheduling, /dev/shm, secrets, PVC).
+"""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pipelines` and `components` live at the repository root
+    sys.path.insert(0, str(ROOT))
+
+from sifthinker.config import ConfigError, RunConfig  # noqa: E402
+from sifthinker.orchestration import STAGES, compile_pipeline  # noqa: E402
+
+GPU_RECIPE = ROOT / "recipes" / "qwen2.5-vl-7b-8gpu.yaml"
+LOCAL_RECIPE = ROOT / "recipes" / "local.yaml"
+GPU_STEPS = ("sft", "grpo-sif", "evaluate")
+CPU_STEPS = tuple(s for s in STAGES if s not in GPU_STEPS)
+CHAIN = [("build-data", "validate-data"), ("validate-data", "sft"), ("sft", "grpo-sif"),
+         ("grpo-sif", "evaluate"), ("evaluate", "gate"), ("gate", "register"), ("register", "deploy")]
+
+
+class Compiled:
+    def __init__(self, path: Path):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        self.spec = docs[0]
+        self.platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+        self.root_tasks = self.spec["root"]["dag"]["tasks"]
+        conds = [n for n, t in self.root_tasks.items() if t.get("triggerPolicy", {}).get("condition")]
+        assert len(conds) == 1, conds
+        self.cond_name = conds[0]
+        self.cond = self.root_tasks[self.cond_name]
+        self.cond_tasks = self.spec["components"][self.cond["componentRef"]["name"]]["dag"]["tasks"]
+
+    def task(self, name: str) -> dict:
+        return self.root_tasks.get(name) or self.cond_tasks[name]
+
+    def deps(self, name: str) -> set[str]:
+        """Direct upstream stages; a task inside the condition also waits for the condition's upstreams."""
+        deps = set(self.task(name).get("dependentTasks", []))
+        if name in self.cond_tasks:
+            deps |= set(self.cond.get("dependentTasks", []))
+        return deps
+
+    def upstream(self, name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            for d in self.deps(todo.pop()) - seen:
+                seen.add(d)
+                todo.append(d)
+        return seen
+
+    def executor(self, name: str) -> dict:
+        return self.spec["deploymentSpec"]["executors"][self.task(name)["componentRef"]["name"].replace("comp-", "exec-", 1)]["container"]
+
+    def k8s(self, name: str) -> dict:
+        return self.platform.get(self.task(name)["componentRef"]["name"].replace("comp-", "exec-", 1), {})
+
+
+@pytest.fixture(scope="module")
+def local_cfg() -> RunConfig:
+    return RunConfig.load(LOCAL_RECIPE)
+
+
+@pytest.fixture(scope="module")
+def gpu_cfg() -> RunConfig:
+    return RunConfig.load(GPU_RECIPE)
+
+
+@pytest.fixture(scope="module")
+def local(local_cfg, tmp_path_factory) -> Compiled:
+    return Compiled(compile_pipeline(local_cfg, tmp_path_factory.mktemp("c") / "local.yaml"))
+
+
+@pytest.fixture(scope="module")
+def gpu(gpu_cfg, tmp_path_factory) -> Compiled:
+    return Compiled(compile_pipeline(gpu_cfg, tmp_path_factory.mktemp("c") / "gpu.yaml"))
+
+
+@pytest.mark.parametrize("which", ["local", "gpu"])
+def test_all_stages_in_order(which, request):
+    c: Compiled = request.getfixturevalue(which)
+    names = set(c.root_tasks) - {c.cond_name} | set(c.cond_tasks)
+    assert names == set(STAGES)
+    for up, down in CHAIN:
+        assert up in c.upstream(down), f"{down} must run after {up}"
+    for i, stage in enumerate(STAGES):  # no stage waits for a later one
+        assert not c.upstream(stage) & set(STAGES[i:]), stage
+    assert c.deps("build-data") == set()
+
+
+@pytest.mark.parametrize("which", ["local", "gpu"])
+def test_artifacts_flow_between_stages(which, request):
+    c: Compiled = request.getfixturevalue(which)
+
+    def art(task, name):
+        return c.task(task)["inputs"]["artifacts"][name]["taskOutputArtifact"]
+
+    assert art("validate-data", "train_data") == {"producerTask": "build-data", "outputArtifactKey": "train_data"}
+    assert art("validate-data", "eval_data") == {"producerTask": "build-data", "outputArtifactKey": "eval_data"}
+    assert art("sft", "train_data")["producerTask"] == "build-data"
+    assert art("grpo-sif", "sft_model") == {"producerTask": "sft", "outputArtifactKey": "model"}
+    assert art("evaluate", "model") == {"producerTask": "grpo-sif", "outputArtifactKey": "model"}
+    assert art("evaluate", "eval_data")["outputArtifactKey"] == "eval_data"
+    gate_in = c.task("gate")["inputs"]["parameters"]["metrics_json"]["taskOutputParameter"]
+    assert gate_in == {"producerTask": "evaluate", "outputParameterKey": "Output"}
+    dep_in = c.task("deploy")["inputs"]["parameters"]["model_uri"]["taskOutputParameter"]
+    assert dep_in == {"producerTask": "register", "outputParameterKey": "source_uri"}
+    outs = c.spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
+    assert outs["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    assert outs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
+
+
+@pytest.mark.parametrize("which", ["local", "gpu"])
+def test_gate_condition_guards_register_and_deploy(which, request):
+    c: Compiled = request.getfixturevalue(which)
+    assert set(c.cond_tasks) == {"register", "deploy"}
+    assert c.cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+    src = c.cond["inputs"]["parameters"]["pipelinechannel--gate-Output"]["taskOutputParameter"]
+    assert src == {"producerTask": "gate", "outputParameterKey": "Output"}
+    gate_out = c.spec["components"]["comp-gate"]["outputDefinitions"]["parameters"]
+    assert gate_out["Output"]["parameterType"] == "BOOLEAN"
+    assert gate_out["failures"]["parameterType"] == "STRING"
+    for side_effect in ("register", "deploy"):
+        assert c.task(side_effect)["cachingOptions"].get("enableCache") is not True
+
+
+@pytest.mark.parametrize("which", ["local", "gpu"])
+def test_recipe_travels_as_parameter(which, request):
+    c: Compiled = request.getfixturevalue(which)
+    cfg = request.getfixturevalue(f"{which}_cfg")
+    params = c.spec["root"]["inputDefinitions"]["parameters"]
+    assert RunConfig.from_dict(yaml.safe_load(params["recipe"]["defaultValue"])) == cfg
+    assert params["apply_deployment"]["defaultValue"] is False
+    for stage in STAGES:
+        assert c.task(stage)["inputs"]["parameters"]["recipe"] == {"componentInputParameter": "recipe"} or \
+            c.task(stage)["inputs"]["parameters"]["recipe"]["componentInputParameter"].endswith("recipe")
+
+
+def test_local_profile_has_no_cluster_settings(local, local_cfg):
+    assert local.platform == {}
+    for stage in STAGES:
+        ex = local.executor(stage)
+        assert "accelerator" not in ex.get("resources", {}), stage
+        assert ex["image"] == local_cfg.platform.image
+
+
+def test_gpu_steps_get_gpus_scheduling_and_shm(gpu, gpu_cfg):
+    for stage in GPU_STEPS:
+        ex, k8s = gpu.executor(stage), gpu.k8s(stage)
+        acc = ex["resources"]["accelerator"]
+        assert acc["resourceType"] == "nvidia.com/gpu" and acc["resourceCount"] == "8", stage
+        assert ex["image"] == gpu_cfg.platform.gpu_image
+        assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert k8s["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory",
+                                          "sizeLimit": "64Gi"}]
+        assert ex["resources"]["cpuLimit"] == 64.0
+
+
+def test_cpu_steps_get_none_of_the_gpu_settings(gpu, gpu_cfg):
+    for stage in CPU_STEPS:
+        ex, k8s = gpu.executor(stage), gpu.k8s(stage)
+        assert "accelerator" not in ex.get("resources", {}), stage
+        assert ex["image"] == gpu_cfg.platform.image, stage
+        for key in ("nodeSelector", "tolerations", "emptyDirMounts"):
+            assert key not in k8s, (stage, key)
+
+
+def _secret_env(k8s: dict) -> dict[str, tuple[str, str]]:
+    return {m["envVar"]: (s["secretName"], m["secretKey"]) for s in k8s.get("secretAsEnv", []) for m in s["keyToEnv"]}
+
+
+def test_secrets_only_where_services_are_used(gpu):
+    expected = {"HF_TOKEN": ("hf-token", "token"), "MLFLOW_TRACKING_URI": ("mlflow-credentials", "tracking_uri"),
+                "AWS_ACCESS_KEY_ID": ("s3-credentials", "access_key_id")}
+    for stage in (*GPU_STEPS, "register", "deploy"):
+        env = _secret_env(gpu.k8s(stage))
+        assert expected.items() <= env.items(), stage
+    for stage in ("build-data", "validate-data", "gate"):
+        assert _secret_env(gpu.k8s(stage)) == {}, stage
+
+
+def test_workspace_pvc_and_env_on_every_step(gpu):
+    for stage in STAGES:
+        assert gpu.k8s(stage)["pvcMount"][0]["mountPath"] == "/workspace", stage
+        env = {e["name"]: e["value"] for e in gpu.executor(stage)["env"]}
+        assert env["SIFTHINKER_WORK_DIR"] == "/workspace" and env["HF_HOME"] == "/workspace/hf", stage
+
+
+def test_gpu_recipe_has_the_paper_hyperparameters(gpu_cfg):
+    c = gpu_cfg
+    assert c.model.base == "Qwen/Qwen2.5-VL-7B-Instruct" and c.model.max_pixels == 512 * 512
+    assert (c.sft.lora.r, c.sft.lora.alpha, c.sft.learning_rate, c.sft.epochs) == (8, 16, 1e-4, 3)
+    assert (c.sft.lr_scheduler, c.sft.warmup_ratio, c.sft.max_length) == ("cosine", 0.1, 2048)
+    assert c.sft.per_device_batch_size * c.sft.gradient_accumulation_steps * c.platform.gpu.count == 16
+    g = c.grpo
+    assert (g.num_generations, g.temperature, g.max_completion_length, g.beta, g.learning_rate) == (8, 1.0, 2048, 0.04, 1e-5)
+    assert (g.lora.r, g.lora.alpha, g.lora.dropout) == (64, 128, 0.05)
+    assert g.per_device_batch_size * c.platform.gpu.count % g.num_generations == 0
+    assert c.sft.deepspeed and c.sft.deepspeed.endswith("zero3.json")
+    assert (ROOT / "images" / "deepspeed" / "zero3.json").is_file()
+
+
+def test_unknown_gpu_step_is_a_config_error(gpu_cfg, tmp_path):
+    bad = dataclasses.replace(gpu_cfg, platform=dataclasses.replace(gpu_cfg.platform, gpu_steps=["sft", "grpo"]))
+    with pytest.raises(ConfigError, match="gpu_steps"):
+        compile_pipeline(bad, tmp_path / "bad.yaml")
+
+
+def test_underscore_step_names_and_no_gpus(gpu_cfg, tmp_path):
+    plat = dataclasses.replace(gpu_cfg.platform, gpu_steps=["grpo_sif"])
+    c = Compiled(compile_pipeline(dataclasses.replace(gpu_cfg, platform=plat), tmp_path / "a.yaml"))
+    assert "accelerator" in c.executor("grpo-sif")["resources"]
+    assert "accelerator" not in c.executor("sft").get("resources", {})
+    plat0 = dataclasses.replace(plat, gpu=dataclasses.replace(plat.gpu, count=0))
+    c0 = Compiled(compile_pipeline(dataclasses.replace(gpu_cfg, platform=plat0), tmp_path / "b.yaml"))
+    assert all("accelerator" not in c0.executor(s).get("resources", {}) for s in STAGES)
+    assert all("nodeSelector" not in c0.k8s(s) for s in STAGES)
+
+
+def test_cli_compile(tmp_path):
+    from sifthinker.cli import main
+
+    out = tmp_path / "p.yaml"
+    res = CliRunner().invoke(main, ["pipeline", "compile", "--recipe", str(LOCAL_RECIPE), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "compiled pipeline for recipe local" in res.output
+    assert Compiled(out).cond_tasks.keys() == {"register", "deploy"}

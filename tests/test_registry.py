@@ -1,0 +1,189 @@
+"""Model registry: the embedded sqlite store and a real `mlflow server` with artifacts in (moto) S3."""
+
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from sifthinker import registry
+from sifthinker.cli import main
+from sifthinker.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _model_dir(root: Path, marker: str) -> Path:
+    d = root / f"model-{marker}"
+    (d / "sub").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"marker": marker}))
+    (d / "model.safetensors").write_bytes(bytes(range(256)) * 8)
+    (d / "sub" / "tokenizer.json").write_text("{}")
+    return d
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    got = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != ".sifthinker-complete")
+    return files == got and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
+
+
+@pytest.fixture
+def local_cfg(tmp_path, monkeypatch) -> RunConfig:
+    monkeypatch.setenv("SIFTHINKER_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SIFTHINKER_MODEL_CACHE", raising=False)
+    return RunConfig.load(REPO / "recipes" / "local.yaml")
+
+
+@pytest.fixture
+def server_cfg(mlflow_server, tmp_path, monkeypatch) -> RunConfig:
+    monkeypatch.setenv("SIFTHINKER_WORK_DIR", str(tmp_path / "work"))
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    # a fresh model name per test: the server is shared by the whole session
+    name = f"sif-{tmp_path.name.replace('_', '-')}"[:60]
+    return dataclasses.replace(
+        cfg,
+        registry=dataclasses.replace(cfg.registry, tracking_uri=mlflow_server.uri, model_name=name),
+    )
+
+
+def test_register_sets_tags_alias_and_recipe_artifact(local_cfg, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "records.json").write_text("[]")
+    rv = registry.register_model(
+        local_cfg,
+        _model_dir(tmp_path, "a"),
+        metrics={"format_validity": 0.9, "accuracy": 0.5, "per_category": {"depth": 0.25}},
+        lineage={"data_dir": str(data), "parent_runs": {"sft": "run-sft", "evaluate": "run-eval"}},
+    )
+    assert rv.name == "sifthinker-local" and rv.version == "1" and rv.uri == "models:/sifthinker-local/1"
+    assert rv.source_uri.startswith("file://") and rv.source_uri.endswith(f"{rv.run_id}/artifacts/model")
+    client = MlflowClient(local_cfg.tracking_uri, registry_uri=local_cfg.tracking_uri)
+    mv = client.get_model_version(rv.name, rv.version)
+    assert mv.run_id == rv.run_id and mv.source == rv.source_uri
+    assert str(client.get_model_version_by_alias(rv.name, "challenger").version) == "1"
+    tags = mv.tags
+    assert tags["metric.format_validity"] == "0.9" and tags["metric.per_category.depth"] == "0.25"
+    assert tags["lineage.parent_runs.sft"] == "run-sft" and tags["lineage.parent_runs.evaluate"] == "run-eval"
+    assert tags["lineage.data_dir"] == str(data)
+    assert tags["lineage.data_hash"] == registry.dir_hash(data) and len(tags["lineage.data_hash"]) == 64
+    assert tags["recipe"] == "local" and tags["register_run_id"] == rv.run_id
+    # the register stage run: tagged stage, numeric metrics logged, the full recipe as an artifact
+    run = client.get_run(rv.run_id)
+    assert run.data.tags["sifthinker.stage"] == "register"
+    assert run.data.metrics["format_validity"] == 0.9
+    recipe = mlflow.artifacts.load_text(tags["recipe_artifact"])
+    assert RunConfig.from_dict(yaml.safe_load(recipe)) == local_cfg
+
+
+def test_promote_resolve_and_describe_on_embedded_store(local_cfg, tmp_path, monkeypatch):
+    a, b = _model_dir(tmp_path, "a"), _model_dir(tmp_path, "b")
+    v1 = registry.register_model(local_cfg, a, {"accuracy": 0.1}, {})
+    v2 = registry.register_model(local_cfg, b, {"accuracy": 0.2}, {})
+    name = v1.name
+    assert registry.promote(local_cfg, name, v1.version)["previous"] is None
+    assert registry.promote(local_cfg, name, v2.version) == {
+        "name": name, "version": "2", "alias": "champion", "previous": "1",
+    }  # fmt: skip
+    d = registry.describe(name, local_cfg)
+    assert d["aliases"] == {"challenger": "2", "champion": "2"}
+    assert [v["version"] for v in d["versions"]] == ["1", "2"]
+    assert d["versions"][1]["tags"]["previous.champion"] == "1"
+    assert d["versions"][0]["tags"]["previous.champion"] == "none"
+    assert d["tags"]["last_promotion.champion"] == "1 -> 2"
+
+    champ = registry.resolve(f"models:/{name}@champion", local_cfg)
+    assert _same_tree(b, champ)
+    assert _same_tree(a, registry.resolve(f"models:/{name}/1", local_cfg))
+    # cached: a second resolve downloads nothing
+    import mlflow.artifacts
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **kw: pytest.fail("downloaded again"))
+    assert registry.resolve(f"models:/{name}@champion", local_cfg) == champ
+    # a moved alias resolves to the other version
+    registry.promote(local_cfg, name, "1")
+    assert _same_tree(a, registry.resolve(f"models:/{name}@champion", local_cfg))
+    # a local folder passes through
+    assert registry.resolve(str(a)) == a
+
+
+def test_registry_errors_are_clear(local_cfg, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(registry.RegistryError, match="does not exist or is empty"):
+        registry.register_model(local_cfg, empty, {}, {})
+    rv = registry.register_model(local_cfg, _model_dir(tmp_path, "a"), {}, {})
+    with pytest.raises(registry.RegistryError, match="has no version 7"):
+        registry.promote(local_cfg, rv.name, 7)
+    with pytest.raises(registry.RegistryError, match="does not exist"):
+        registry.resolve(f"models:/{rv.name}@nope", local_cfg)
+    with pytest.raises(registry.RegistryError, match="expected models:/NAME@alias"):
+        registry.parse_models_uri("models:/a/b/c")
+    with pytest.raises(registry.RegistryError, match="no registered model"):
+        registry.describe("missing", local_cfg)
+    assert registry.parse_models_uri("models:/m@champion") == ("m", "champion", None)
+    assert registry.parse_models_uri("models:/m/3") == ("m", None, "3")
+
+
+def test_register_on_mlflow_server_puts_artifacts_in_s3(server_cfg, mlflow_server, tmp_path):
+    src = _model_dir(tmp_path, "s3")
+    rv = registry.register_model(server_cfg, src, {"accuracy": 0.75}, {"data_hash": "abc"})
+    # the server proxies artifacts: the source is an mlflow-artifacts URI backed by the S3 bucket
+    assert rv.source_uri.startswith("mlflow-artifacts:/") and rv.source_uri.endswith("/artifacts/model")
+    key_prefix = rv.source_uri.removeprefix("mlflow-artifacts:").lstrip("/")
+    keys = set(mlflow_server.s3.keys(key_prefix))
+    assert {f"{key_prefix}/config.json", f"{key_prefix}/model.safetensors", f"{key_prefix}/sub/tokenizer.json"} <= keys
+    run_prefix = key_prefix.removesuffix("/model")
+    body = mlflow_server.s3.client().get_object(Bucket=mlflow_server.s3.bucket, Key=f"{run_prefix}/recipe.yaml")["Body"]
+    assert yaml.safe_load(body.read())["registry"]["model_name"] == server_cfg.registry.model_name
+    obj = mlflow_server.s3.client().get_object(Bucket=mlflow_server.s3.bucket, Key=f"{key_prefix}/model.safetensors")
+    assert obj["Body"].read() == (src / "model.safetensors").read_bytes()
+
+    registry.promote(server_cfg, rv.name, rv.version)
+    local = registry.resolve(f"models:/{rv.name}@champion", server_cfg)
+    assert _same_tree(src, local)
+    d = registry.describe(rv.name, server_cfg.tracking_uri)
+    assert d["aliases"] == {"challenger": "1", "champion": "1"}
+    assert d["versions"][0]["tags"]["metric.accuracy"] == "0.75"
+    assert d["versions"][0]["tags"]["lineage.data_hash"] == "abc"
+
+
+def test_cli_promote_and_list(server_cfg, tmp_path):
+    uri = server_cfg.tracking_uri
+    v1 = registry.register_model(server_cfg, _model_dir(tmp_path, "a"), {"accuracy": 0.5}, {})
+    v2 = registry.register_model(server_cfg, _model_dir(tmp_path, "b"), {"accuracy": 0.6}, {})
+    runner = CliRunner()
+    res = runner.invoke(main, ["model", "promote", v1.name, "--version", v2.version, "--tracking-uri", uri])
+    assert res.exit_code == 0, res.output
+    assert f"{v1.name}@champion: version none -> 2" in res.output
+    res = runner.invoke(main, ["model", "promote", v1.name, "--version", "1", "--alias", "champion", "--tracking-uri", uri])
+    assert res.exit_code == 0 and "version 2 -> 1" in res.output
+    res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri])
+    assert res.exit_code == 0, res.output
+    assert "champion=1" in res.output and "challenger=2" in res.output and "accuracy=0.6" in res.output
+    res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri, "--json"])
+    assert json.loads(res.output)["aliases"] == {"champion": "1", "challenger": "2"}
+    res = runner.invoke(main, ["model", "promote", v1.name, "--version", "9", "--tracking-uri", uri])
+    assert res.exit_code == 1 and "has no version 9" in res.output
+    res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri, "--recipe", "local"])
+    assert res.exit_code != 0 and "not both" in res.output
+
+
+def test_cli_uses_the_recipe_store(local_cfg, tmp_path):
+    rv = registry.register_model(local_cfg, _model_dir(tmp_path, "a"), {}, {})
+    recipe = REPO / "recipes" / "local.yaml"
+    res = CliRunner().invoke(main, ["model", "promote", rv.name, "--version", "1", "--recipe", str(recipe)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["model", "resolve", f"models:/{rv.name}@champion", "--recipe", str(recipe)])
+    assert res.exit_code == 0, res.output
+    assert (Path(res.output.strip().splitlines()[-1]) / "config.json").is_file()
