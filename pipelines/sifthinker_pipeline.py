@@ -50,7 +50,7 @@ def build_pipeline(cfg: RunConfig) -> Callable:
         with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
             reg_task = register(recipe=recipe, pipeline_run=RUN_ID, model=grpo_task.outputs["model"],
                                 metrics_json=eval_task.outputs["Output"])
-            deploy_task = deploy(recipe=recipe, pipeline_run=RUN_ID, model_uri=reg_task.outputs["source_uri"],
+            deploy_task = deploy(recipe=recipe, pipeline_run=RUN_ID, model_uri=reg_task.outputs["model_uri"],
                                  apply=apply_deployment)
         tasks = {"build-data": data, "validate-data": checked, "sft": sft_task, "grpo-sif": grpo_task,
                  "evaluate": eval_task, "gate": gate_task, "register": reg_task, "deploy": deploy_task}

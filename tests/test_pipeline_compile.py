@@ -112,7 +112,7 @@ def test_artifacts_flow_between_stages(which, request):
     gate_in = c.task("gate")["inputs"]["parameters"]["metrics_json"]["taskOutputParameter"]
     assert gate_in == {"producerTask": "evaluate", "outputParameterKey": "Output"}
     dep_in = c.task("deploy")["inputs"]["parameters"]["model_uri"]["taskOutputParameter"]
-    assert dep_in == {"producerTask": "register", "outputParameterKey": "source_uri"}
+    assert dep_in == {"producerTask": "register", "outputParameterKey": "model_uri"}
     outs = c.spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
     assert outs["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
     assert outs["report"]["artifactType"]["schemaTitle"] == "system.HTML"

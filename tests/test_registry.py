@@ -33,12 +33,26 @@ def _same_tree(a: Path, b: Path) -> bool:
     return files == got and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
 
 
+def _unique_name(tmp_path: Path) -> str:
+    return f"sif-{tmp_path.name.replace('_', '-')}"[:60]
+
+
+@pytest.fixture(scope="module")
+def local_work(tmp_path_factory):
+    """One embedded store (the recipe default: sqlite under the work dir) for the module's tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIFTHINKER_WORK_DIR", str(tmp_path_factory.mktemp("registry-work")))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("SIFTHINKER_MODEL_CACHE", raising=False)
+        yield
+
+
 @pytest.fixture
-def local_cfg(tmp_path, monkeypatch) -> RunConfig:
-    monkeypatch.setenv("SIFTHINKER_WORK_DIR", str(tmp_path / "work"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("SIFTHINKER_MODEL_CACHE", raising=False)
-    return RunConfig.load(REPO / "recipes" / "local.yaml")
+def local_cfg(local_work, tmp_path) -> RunConfig:
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    assert cfg.registry.tracking_uri is None and cfg.tracking_uri.startswith("sqlite:///")
+    # a fresh model name per test: the store is shared by the module
+    return dataclasses.replace(cfg, registry=dataclasses.replace(cfg.registry, model_name=_unique_name(tmp_path)))
 
 
 @pytest.fixture
@@ -46,7 +60,7 @@ def server_cfg(mlflow_server, tmp_path, monkeypatch) -> RunConfig:
     monkeypatch.setenv("SIFTHINKER_WORK_DIR", str(tmp_path / "work"))
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
     # a fresh model name per test: the server is shared by the whole session
-    name = f"sif-{tmp_path.name.replace('_', '-')}"[:60]
+    name = _unique_name(tmp_path)
     return dataclasses.replace(
         cfg,
         registry=dataclasses.replace(cfg.registry, tracking_uri=mlflow_server.uri, model_name=name),
@@ -66,7 +80,7 @@ def test_register_sets_tags_alias_and_recipe_artifact(local_cfg, tmp_path):
         metrics={"format_validity": 0.9, "accuracy": 0.5, "per_category": {"depth": 0.25}},
         lineage={"data_dir": str(data), "parent_runs": {"sft": "run-sft", "evaluate": "run-eval"}},
     )
-    assert rv.name == "sifthinker-local" and rv.version == "1" and rv.uri == "models:/sifthinker-local/1"
+    assert rv.name == local_cfg.registry.model_name and rv.version == "1" and rv.uri == f"models:/{rv.name}/1"
     assert rv.source_uri.startswith("file://") and rv.source_uri.endswith(f"{rv.run_id}/artifacts/model")
     client = MlflowClient(local_cfg.tracking_uri, registry_uri=local_cfg.tracking_uri)
     mv = client.get_model_version(rv.name, rv.version)
@@ -172,7 +186,7 @@ def test_cli_promote_and_list(server_cfg, tmp_path):
     assert res.exit_code == 0, res.output
     assert "champion=1" in res.output and "challenger=2" in res.output and "accuracy=0.6" in res.output
     res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri, "--json"])
-    assert json.loads(res.output)["aliases"] == {"champion": "1", "challenger": "2"}
+    assert json.loads(res.stdout)["aliases"] == {"champion": "1", "challenger": "2"}
     res = runner.invoke(main, ["model", "promote", v1.name, "--version", "9", "--tracking-uri", uri])
     assert res.exit_code == 1 and "has no version 9" in res.output
     res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri, "--recipe", "local"])
@@ -184,6 +198,7 @@ def test_cli_uses_the_recipe_store(local_cfg, tmp_path):
     recipe = REPO / "recipes" / "local.yaml"
     res = CliRunner().invoke(main, ["model", "promote", rv.name, "--version", "1", "--recipe", str(recipe)])
     assert res.exit_code == 0, res.output
+    assert f"{rv.name}@champion: version none -> 1" in res.stdout
     res = CliRunner().invoke(main, ["model", "resolve", f"models:/{rv.name}@champion", "--recipe", str(recipe)])
     assert res.exit_code == 0, res.output
-    assert (Path(res.output.strip().splitlines()[-1]) / "config.json").is_file()
+    assert (Path(res.stdout.strip()) / "config.json").is_file()

@@ -10,8 +10,12 @@ from components._base import COMPONENT_OPTIONS
 
 @dsl.component(**COMPONENT_OPTIONS)
 def register(recipe: str, pipeline_run: str, model: Input[Model], metrics_json: str) -> NamedTuple(
-        "Registered", model_name=str, version=str, source_uri=str, run_id=str):
-    """Register the trained model; lineage = the model artifact, its upstream artifacts, the pipeline run."""
+        "Registered", model_name=str, version=str, model_uri=str, source_uri=str, run_id=str):
+    """Register the trained model; lineage = the model artifact, its upstream artifacts, the pipeline run.
+
+    `model_uri` is the pinned registry URI `models:/NAME/VERSION` (what deploy takes); `source_uri` is
+    where the registry stored the model files.
+    """
     import json
     import os
     from pathlib import Path
@@ -27,4 +31,4 @@ def register(recipe: str, pipeline_run: str, model: Input[Model], metrics_json: 
                "pipeline_run": os.environ.get("SIFTHINKER_PIPELINE_RUN", pipeline_run)}
     rv = register_model(cfg, Path(model.path), json.loads(metrics_json), lineage)
     print(f"registered {rv.name} version {rv.version}: {rv.source_uri}")
-    return (str(rv.name), str(rv.version), str(rv.source_uri), str(rv.run_id))
+    return (str(rv.name), str(rv.version), f"models:/{rv.name}/{rv.version}", str(rv.source_uri), str(rv.run_id))

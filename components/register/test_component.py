@@ -11,7 +11,8 @@ def test_spec():
     ins, outs = io_types(register)
     assert ins == {"recipe": "String", "pipeline_run": "String", "model": "system.Model@0.0.1",
                    "metrics_json": "String"}
-    assert outs == {"model_name": "String", "version": "String", "source_uri": "String", "run_id": "String"}
+    assert outs == {"model_name": "String", "version": "String", "model_uri": "String", "source_uri": "String",
+                    "run_id": "String"}
 
 
 def _model(tmp_path):
@@ -32,7 +33,7 @@ def test_lineage_and_outputs(recipe, fake_module, tmp_path):
     model = _model(tmp_path)
     out = register.python_func(recipe=recipe, pipeline_run="job-7", model=model,
                                metrics_json=json.dumps({"format_validity": 0.9}))
-    assert tuple(out) == ("sifthinker-local", "3", "file:///x/model", "run-9")
+    assert tuple(out) == ("sifthinker-local", "3", "models:/sifthinker-local/3", "file:///x/model", "run-9")
     assert seen["model_dir"] == tmp_path / "model" and seen["metrics"] == {"format_validity": 0.9}
     lin = seen["lineage"]
     assert lin["data_dir"] == str(tmp_path / "train") and lin["model_artifact"] == model.uri
@@ -43,11 +44,12 @@ def test_registers_in_a_real_mlflow_store(recipe, work_env, tmp_path):
     """The real registry (sqlite under the work dir): a version with alias challenger and lineage tags."""
     from mlflow import MlflowClient
 
-    name, version, source_uri, run_id = register.python_func(
+    name, version, model_uri, source_uri, run_id = register.python_func(
         recipe=recipe, pipeline_run="job-8", model=_model(tmp_path), metrics_json=json.dumps({"format_validity": 0.9}))
-    assert (name, version) == ("sifthinker-local", "1") and source_uri.endswith("model")
+    assert (name, version, model_uri) == ("sifthinker-local", "1", "models:/sifthinker-local/1")
+    assert source_uri.endswith("model")
     client = MlflowClient(f"sqlite:///{work_env / 'mlflow.db'}")
     mv = client.get_model_version_by_alias("sifthinker-local", "challenger")
-    assert mv.version == "1" and mv.run_id == run_id
+    assert str(mv.version) == "1" and mv.run_id == run_id
     assert mv.tags["lineage.pipeline_run"] == "job-8"
     assert client.get_run(run_id).data.tags["sifthinker.pipeline_run"] == "job-8"

@@ -8,6 +8,7 @@ import logging
 import click
 
 # Submodules that add commands to `main`; each owns one area (data, pipeline, model, serve, ...).
+_NOISY_LOGGERS = ["great_expectations", "alembic", "mlflow", "urllib3", "httpx", "kfp", "matplotlib", "PIL"]
 _COMMAND_MODULES = ["data", "pipeline", "model", "serve", "demo"]
 
 
@@ -18,6 +19,9 @@ def main(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Third-party libraries log their internals at INFO; keep our own INFO lines readable.
+    for noisy in _NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 for _name in _COMMAND_MODULES:
