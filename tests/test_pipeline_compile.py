@@ -234,3 +234,76 @@ def test_cli_compile(tmp_path):
     assert res.exit_code == 0, res.output
     assert "compiled pipeline for recipe local" in res.output
     assert Compiled(out).cond_tasks.keys() == {"register", "deploy"}
+
+
+def test_cli_submit_compiles_and_starts_a_run(monkeypatch):
+    """`pipeline submit` with a stand-in kfp.Client: the compiled package, experiment and arguments."""
+    import kfp
+
+    from sifthinker.cli import main
+
+    seen = {}
+
+    class FakeClient:
+        def __init__(self, host=None, **kw):
+            seen.update(host=host, client_kw=kw)
+
+        def create_run_from_pipeline_package(self, pipeline_file, arguments=None, run_name=None,
+                                             experiment_name=None, namespace=None, **kw):
+            seen.update(arguments=arguments, run_name=run_name, experiment=experiment_name, namespace=namespace)
+            seen["compiled"] = Compiled(Path(pipeline_file))
+            return type("Run", (), {"run_id": "run-42"})()
+
+    monkeypatch.setattr(kfp, "Client", FakeClient)
+    res = CliRunner().invoke(main, ["pipeline", "submit", "--recipe", str(GPU_RECIPE), "--host", "http://kfp:8080/",
+                                    "--experiment", "exp1", "--namespace", "team-a"])
+    assert res.exit_code == 0, res.output
+    assert "submitted run run-42: http://kfp:8080/#/runs/details/run-42" in res.output
+    assert seen["host"] == "http://kfp:8080/" and seen["client_kw"] == {"namespace": "team-a"}
+    assert (seen["experiment"], seen["namespace"]) == ("exp1", "team-a")
+    assert seen["arguments"] == {"apply_deployment": False}
+    assert seen["run_name"].startswith("qwen2-5-vl-7b-8gpu-")
+    assert "accelerator" in seen["compiled"].executor("sft")["resources"]
+
+
+def test_stage_config_reads_json_or_yaml_and_sets_the_run_id(local_cfg, monkeypatch):
+    import os
+
+    from sifthinker.orchestration import recipe_parameter, stage_config
+
+    monkeypatch.setenv("SIFTHINKER_PIPELINE_RUN", "")
+    assert "\n" not in recipe_parameter(local_cfg)
+    assert stage_config(recipe_parameter(local_cfg), "{{$.pipeline_job_uuid}}") == local_cfg
+    assert os.environ["SIFTHINKER_PIPELINE_RUN"] == ""  # an unresolved placeholder is not an id
+    assert stage_config(local_cfg.to_yaml(), "job-1") == local_cfg
+    assert os.environ["SIFTHINKER_PIPELINE_RUN"] == "job-1"
+    assert stage_config(local_cfg.to_yaml(), "job-2") and os.environ["SIFTHINKER_PIPELINE_RUN"] == "job-1"
+    with pytest.raises(ConfigError, match="unknown key"):
+        stage_config("name: x\nnot_a_key: 1\n")
+
+
+def test_local_run_summary_from_task_folders(tmp_path):
+    """run_local's summariser on task folders laid out as kfp's local runner leaves them."""
+    import json
+
+    from sifthinker.orchestration import _collect
+
+    run = tmp_path / "sifthinker-local-2026"
+    for task, out in {
+        "evaluate": {"parameterValues": {"Output": json.dumps({"accuracy": 0.5})},
+                     "artifacts": {"metrics": {"artifacts": [{"name": "metrics", "uri": str(run / "evaluate/metrics"),
+                                                              "metadata": {"accuracy": 0.5}}]}}},
+        "gate": {"parameterValues": {"Output": False}},
+    }.items():
+        (run / task).mkdir(parents=True)
+        (run / task / "executor_output.json").write_text(json.dumps(out))
+    (run / "evaluate" / "report").write_text("<html></html>")
+    (run / "gate" / "failures").write_text("accuracy 0.50 < 1.01\nmetric 'x' missing from evaluation")
+    res = _collect("p-1", tmp_path, run)
+    assert res.ran == ["evaluate", "gate"] and res.gate_passed is False
+    assert res.gate_failures == ["accuracy 0.50 < 1.01", "metric 'x' missing from evaluation"]
+    assert res.metrics == {"accuracy": 0.5} and res.registered is None
+    assert res.artifact("evaluate", "report") == run / "evaluate" / "report"
+    assert res.tasks["evaluate"].artifacts["metrics"]["metadata"] == {"accuracy": 0.5}
+    assert "gate: FAILED" in res.summary() and "not run: build-data" in res.summary()
+    assert json.loads(json.dumps(res.to_dict()))["gate_failures"][0].startswith("accuracy")

@@ -48,7 +48,10 @@ def local_work(tmp_path_factory):
 
 
 @pytest.fixture
-def local_cfg(local_work, tmp_path) -> RunConfig:
+def local_cfg(local_work, tmp_path, monkeypatch) -> RunConfig:
+    # mlflow.set_tracking_uri (called by tracking.configure) also exports MLFLOW_TRACKING_URI, which
+    # RunConfig.tracking_uri honours: clear what an earlier test against the server left behind
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
     assert cfg.registry.tracking_uri is None and cfg.tracking_uri.startswith("sqlite:///")
     # a fresh model name per test: the store is shared by the module

@@ -259,7 +259,8 @@ def run_local(cfg: RunConfig, pipeline_root: str | Path | None = None, apply_dep
               run_id: str | None = None) -> LocalRunResult:
     """Run the whole pipeline on this machine (kfp.local, SubprocessRunner in this environment).
 
-    Every step's MLflow run is tagged with one pipeline id (``SIFTHINKER_PIPELINE_RUN``); the work
+    Every step's MLflow run is tagged with one pipeline id (``run_id``, else ``SIFTHINKER_PIPELINE_RUN``
+    from the environment, else a new ``local-<time>-<hex>``: ``result.pipeline_run_id``); the work
     directory is pinned to ``cfg.work_path`` for all steps. A failed gate is a successful run whose
     ``gate_passed`` is False and in which register and deploy did not run; a failing step raises.
     """
@@ -270,7 +271,8 @@ def run_local(cfg: RunConfig, pipeline_root: str | Path | None = None, apply_dep
     root = Path(pipeline_root) if pipeline_root else cfg.path("pipeline_runs")
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or f"local-{_stamp()}-{uuid.uuid4().hex[:6]}"
+    # An id already in the environment (e.g. set by `sifthinker demo`) is kept, so callers can find the runs.
+    run_id = run_id or os.environ.get(PIPELINE_RUN_ENV) or f"local-{_stamp()}-{uuid.uuid4().hex[:6]}"
     src_root = str(Path(sifthinker.__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (src_root, os.environ.get("PYTHONPATH", "")) if p)
     # The workspace PVC is a cluster volume: locally the work directory stays cfg.work_path.

@@ -18,6 +18,7 @@ promotion does not silently change a running service; redeploy to roll forward.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 MODEL_MOUNT = "/mnt/models"
+MODEL_CACHE = "/var/cache/sifthinker"  # where the server downloads a models:/ URI when it pulls it itself
 CONTAINER_NAME = "kserve-container"  # the name KServe's storage initializer injection looks for
 ANNOTATION_PREFIX = "sifthinker.io"
 KSERVE_STORAGE_SCHEMES = ("s3://", "gs://", "pvc://", "hdfs://", "webhdfs://", "http://", "https://", "oci://", "hf://")
@@ -102,10 +104,12 @@ def render_inference_service(
 
     put("HF_HUB_OFFLINE", "1")
     put("SIFTHINKER_RECIPE_YAML", cfg.to_yaml())
+    put("SIFTHINKER_WORK_DIR", "/tmp/sifthinker")  # the serving image runs as uid 1000: a writable place
     if storage_uri:
         put("STORAGE_URI", storage_uri)
     else:
         put("MLFLOW_TRACKING_URI", cfg.tracking_uri)
+        put("SIFTHINKER_MODEL_CACHE", MODEL_CACHE)
     for k, v in cfg.platform.env.items():
         put(k, str(v))
     for s in cfg.platform.secrets:
@@ -127,6 +131,11 @@ def render_inference_service(
         },
     }
     predictor: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 1, "timeout": 600, "containers": [container]}
+    volumes: list[dict] = []
+    mounts: list[dict] = []
+    if not storage_uri:
+        volumes.append({"name": "model-cache", "emptyDir": {}})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE})
     if cfg.serving.service_account:
         predictor["serviceAccountName"] = cfg.serving.service_account
     g = cfg.platform.gpu
@@ -135,11 +144,14 @@ def render_inference_service(
             predictor["nodeSelector"] = dict(g.node_selector)
         if g.tolerations:
             predictor["tolerations"] = [
-                {k: v for k, v in t.__dict__.items() if v is not None} for t in g.tolerations
+                {k: v for k, v in dataclasses.asdict(t).items() if v is not None} for t in g.tolerations
             ]
         if g.shm_size:
-            predictor["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": g.shm_size}}]
-            container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+            volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": g.shm_size}})
+            mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if volumes:
+        predictor["volumes"] = volumes
+        container["volumeMounts"] = mounts
 
     annotations = {
         f"{ANNOTATION_PREFIX}/model-name": name,

@@ -87,7 +87,7 @@ def decode_image_bytes(raw: bytes, what: str, param: str | None = None) -> Image
         img = Image.open(io.BytesIO(raw))
         fmt = img.format
         img.load()
-    except (Image.DecompressionBombError,) as e:
+    except Image.DecompressionBombError as e:
         raise RequestError(f"{what} is too large: {e}", 413, param) from e
     except Exception as e:  # PIL raises many types for corrupt data
         raise RequestError(f"{what} is not a readable image ({type(e).__name__}: {e})", param=param) from e

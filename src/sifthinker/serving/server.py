@@ -46,8 +46,10 @@ _import_kserve()
 import kserve  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
-from kserve.errors import InvalidInput  # noqa: E402
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING  # noqa: E402
+from kserve.errors import InferenceError, InvalidInput  # noqa: E402
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
+from kserve.protocol.rest.server import RESTServer  # noqa: E402
 
 from sifthinker.config import RunConfig  # noqa: E402
 from sifthinker.serving import openai_api as oa  # noqa: E402
@@ -257,17 +259,57 @@ def add_openai_routes(app: FastAPI, model: SifthinkerModel) -> None:
 
 
 # ---- server ----------------------------------------------------------------------------------------
+async def _inference_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """KServe reports undecodable V2 request bytes (e.g. raw non-UTF-8 BYTES through the binary
+    extension) as an InferenceError, i.e. a 500; they are client errors. Everything else stays a 500."""
+    from kserve.errors import inference_error_handler
+
+    if "Failed to encode" in str(exc) or "Unrecognized request format" in str(exc):
+        return JSONResponse(
+            {"error": f"{exc} (send BYTES inputs as base64 text: see the model metadata)"}, status_code=400
+        )
+    return await inference_error_handler(request, exc)
+
+
+class _RESTServer(RESTServer):
+    """KServe's REST server bound to a chosen interface (KServe always binds 0.0.0.0), with V2 decoding
+    failures reported as 400."""
+
+    def __init__(self, *args: Any, host: str = "127.0.0.1", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.config.host = host
+
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        super()._add_exception_handlers(app)
+        app.add_exception_handler(InferenceError, _inference_error_handler)
+
+
 class _ModelServer(kserve.ModelServer):
-    """KServe's ModelServer bound to a chosen interface (KServe's REST server always binds 0.0.0.0)."""
+    """One uvicorn worker serving REST (V2 + the routes added to KServe's app); no gRPC."""
 
     def __init__(self, host: str, **kwargs: Any):
-        super().__init__(**kwargs)
+        super().__init__(enable_grpc=False, workers=1, **kwargs)
         self._host = host
 
-    def setup_event_loop(self):  # called by start() after the REST server is built, before it runs
-        if self._rest_server is not None:
-            self._rest_server.config.host = self._host
-        super().setup_event_loop()
+    def start(self, models: list) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = _RESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+            host=self._host,
+        )
+        self.servers.append(self._rest_server.start())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
 
 
 def serve(
@@ -288,8 +330,6 @@ def serve(
     )
     model.load()
     add_openai_routes(model_server.app, model)
-    server = _ModelServer(
-        host=host, http_port=port or cfg.serving.port, enable_grpc=False, workers=1, enable_docs_url=False
-    )
+    server = _ModelServer(host=host, http_port=port or cfg.serving.port, enable_docs_url=False)
     log.info("serving %s on http://%s:%s (V2 and %s)", model.name, host, server.http_port, OPENAI_PREFIX)
     server.start([model])

@@ -1,0 +1,154 @@
+"""GRPO-SIF (spec section 3) with TRL's GRPOTrainer: rollouts on both images, the four SIF rewards.
+
+R = w_format r_format + w_answer r_answer + w_box r_box + w_depth r_depth, weights from the recipe
+(`grpo.reward_weights`, TRL's `reward_weights`). The answer reward's progress term reads and writes the
+SQLite store at `grpo.progress_store` (it survives restarts and is shared across ranks; spec defect P2).
+Advantage = (R - group mean) / (group std + 1e-4) (TRL's `scale_rewards="group"`), KL to the starting
+model with beta from the recipe (TRL's k3 estimator), and the per-sequence "grpo" loss of the paper's
+code base. `grpo.lora` switches to LoRA (the paper: r=64, alpha=128, dropout 0.05), merged at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sifthinker.config import RunConfig
+from sifthinker.training.callbacks import MetricsCallback
+from sifthinker.training.common import (
+    TrainResult,
+    device_flags,
+    final_metrics,
+    log_model_artifacts,
+    peft_config,
+    quiet_trainer,
+    save_model,
+)
+from sifthinker.training.datasets import grpo_dataset, load_records
+
+log = logging.getLogger(__name__)
+
+REWARD_ORDER = ("format", "answer", "box", "depth")
+
+
+def reward_setup(cfg: RunConfig, store: Any = None) -> tuple[list[Any], list[float]]:
+    """The reward functions (in REWARD_ORDER) and their weights; unknown names in the recipe are errors.
+
+    A component missing from `grpo.reward_weights` gets weight 0 and is not computed.
+    """
+    from sifthinker.rewards import get_reward_funcs
+
+    weights = dict(cfg.grpo.reward_weights)
+    unknown = sorted(set(weights) - set(REWARD_ORDER))
+    if unknown:
+        raise ValueError(f"grpo.reward_weights: unknown reward(s) {unknown}; expected {list(REWARD_ORDER)}")
+    names = [n for n in REWARD_ORDER if float(weights.get(n, 0.0)) != 0.0]
+    if not names:
+        raise ValueError("grpo.reward_weights: every weight is 0, there is nothing to optimise")
+    return get_reward_funcs(names, store=store), [float(weights[n]) for n in names]
+
+
+def grpo_args(cfg: RunConfig, output_dir: str, reward_weights: list[float], **overrides: Any) -> Any:
+    """TRL GRPOConfig from the recipe (device flags decided here, not in the recipe)."""
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    kwargs: dict[str, Any] = {
+        "output_dir": output_dir,
+        "learning_rate": g.learning_rate,
+        "per_device_train_batch_size": g.per_device_batch_size,
+        "gradient_accumulation_steps": g.gradient_accumulation_steps,
+        "num_generations": g.num_generations,
+        "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature,
+        "beta": g.beta,
+        "num_train_epochs": g.epochs,
+        "max_steps": g.max_steps,
+        "reward_weights": reward_weights,
+        "scale_rewards": "group",  # (R - mean) / (std + 1e-4) within each prompt's group
+        "loss_type": "grpo",  # per-sequence mean, as in the R1-V code the paper builds on
+        "logging_steps": g.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "no",
+        "report_to": [],  # MetricsCallback logs into the stage's MLflow run
+        "gradient_checkpointing": bool(g.deepspeed),
+        "use_vllm": g.use_vllm,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+        "seed": cfg.data.seed,
+        "deepspeed": g.deepspeed,
+        **device_flags(),
+    }
+    kwargs.update(overrides)
+    return GRPOConfig(**kwargs)
+
+
+def select_items(records: list[dict], num_items: int) -> list[dict]:
+    """The first `num_items` records (all when num_items <= 0): the builder interleaves categories."""
+    return records if num_items <= 0 else records[:num_items]
+
+
+def run_grpo(cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
+             max_steps: int | None = None) -> TrainResult:
+    """GRPO-SIF from `model_dir` (normally the SFT output) on `train_dir`'s records; save to `out_dir`.
+
+    Logs params, per-step metrics (loss, reward and each reward's mean, KL, completion lengths) and the
+    saved model (artifacts under `model/`) to the MLflow run of stage "grpo-sif". `max_steps` (tests,
+    smoke runs) caps the number of optimiser steps.
+    """
+    from trl import GRPOTrainer
+
+    from sifthinker import tracking
+    from sifthinker.model.loading import load_model
+    from sifthinker.progress import SQLiteProgressStore
+
+    train_dir, out_dir = Path(train_dir), Path(out_dir)
+    records = select_items(load_records(train_dir), cfg.grpo.num_items)
+    dataset = grpo_dataset(records, train_dir)
+    store_path = cfg.path(cfg.grpo.progress_store)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    funcs, weights = reward_setup(cfg, SQLiteProgressStore(store_path))
+    model, processor = load_model(model_dir, cfg, for_training=True)
+    params = {**{f"grpo.{k}": v for k, v in asdict(cfg.grpo).items()},
+              "model_dir": str(model_dir), "train_dir": str(train_dir), "num_items": len(records),
+              "reward_funcs": ",".join(f.__name__ for f in funcs), "loss_type": "grpo",
+              "model.freeze_vision": cfg.model.freeze_vision}
+    work = tempfile.mkdtemp(prefix="grpo-")
+    callback = MetricsCallback("grpo-sif")
+    try:
+        overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
+        args = grpo_args(cfg, work, weights, **overrides)
+        with tracking.stage_run(cfg, "grpo-sif", params) as run:
+            trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                                  processing_class=processor, peft_config=peft_config(cfg.grpo.lora),
+                                  callbacks=[callback])
+            quiet_trainer(trainer)
+            t0 = time.monotonic()
+            trainer.train()
+            train_s = time.monotonic() - t0
+            save_model(trainer.model, processor, out_dir)
+            keys = ["loss", "reward", "kl", "completions/mean_length",
+                    *[f"rewards/{f.__name__}/mean" for f in funcs]]
+            metrics = final_metrics(callback.history, callback.summary, keys)
+            metrics["train_seconds"] = train_s
+            _log_final(metrics)
+            log_model_artifacts(out_dir)
+            run_id = run.info.run_id
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("GRPO done in %.0fs: %s", train_s, {k: round(v, 4) for k, v in metrics.items()})
+    return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id)
+
+
+def _log_final(metrics: dict[str, float]) -> None:
+    import mlflow
+
+    from sifthinker.training.callbacks import _BAD_METRIC_CHARS
+
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({_BAD_METRIC_CHARS.sub("_", f"final/{k}"): v for k, v in metrics.items()})

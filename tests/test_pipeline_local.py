@@ -1,0 +1,90 @@
+"""The whole pipeline, run locally by kfp's SubprocessRunner, with a gate that cannot pass.
+
+A small recipe (a dozen records, one short epoch, a couple of GRPO steps) and the threshold
+accuracy >= 1.01: every step up to the gate runs as its own subprocess, the gate fails, the run still
+ends cleanly, register and deploy never run and the MLflow registry stays empty. All stage runs in
+MLflow carry the one pipeline run id.
+"""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pipelines` and `components` live at the repository root
+    sys.path.insert(0, str(ROOT))
+
+from sifthinker.config import RunConfig  # noqa: E402
+from sifthinker.orchestration import run_local  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def small_recipe() -> RunConfig:
+    cfg = RunConfig.load(ROOT / "recipes" / "local.yaml")
+    r = dataclasses.replace
+    return r(
+        cfg,
+        name="local-gate-test",
+        data=r(cfg.data, num_train=12, num_eval=6),
+        sft=r(cfg.sft, epochs=1.0, per_device_batch_size=4, logging_steps=1),
+        grpo=r(cfg.grpo, num_items=4, num_generations=2, per_device_batch_size=2, max_completion_length=24,
+               max_steps=2),
+        eval=r(cfg.eval, max_new_tokens=24, batch_size=6, num_render=1),
+        gate=r(cfg.gate, thresholds={"accuracy": 1.01}),
+        registry=r(cfg.registry, model_name="sifthinker-gate-test"),
+    )
+
+
+@pytest.fixture(scope="module")
+def failed_gate_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local-run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SIFTHINKER_WORK_DIR", str(tmp / "work"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("SIFTHINKER_PIPELINE_RUN", raising=False)
+    try:
+        cfg = small_recipe()
+        yield cfg, run_local(cfg, pipeline_root=tmp / "kfp")
+    finally:
+        mp.undo()
+
+
+def test_gate_fails_cleanly_and_nothing_after_it_runs(failed_gate_run):
+    _, res = failed_gate_run
+    assert res.ran == ["build-data", "validate-data", "sft", "grpo-sif", "evaluate", "gate"]
+    assert res.gate_passed is False
+    assert any(f.startswith("accuracy ") and f.endswith("< 1.01") for f in res.gate_failures), res.gate_failures
+    assert res.registered is None and res.deployment is None
+    assert "not run: register, deploy" in res.summary()
+
+
+def test_artifacts_of_every_step(failed_gate_run):
+    _, res = failed_gate_run
+    train = res.artifact("build-data", "train_data")
+    assert len(json.loads((train / "records.json").read_text())) == 12
+    assert res.tasks["build-data"].artifacts["eval_data"]["metadata"]["num_records"] == 6
+    assert "all expectations met" in res.artifact("validate-data", "report").read_text()
+    assert any(res.artifact("sft", "model").iterdir()) and any(res.artifact("grpo-sif", "model").iterdir())
+    assert res.tasks["grpo-sif"].artifacts["model"]["metadata"]["sft_model"] == str(res.artifact("sft", "model"))
+    ev = res.tasks["evaluate"]
+    assert "<html" in res.artifact("evaluate", "report").read_text().lower()
+    assert set(ev.artifacts["metrics"]["metadata"]) >= {"format_validity", "accuracy"}
+    assert 0.0 <= res.metrics["accuracy"] <= 1.0
+
+
+def test_mlflow_has_one_pipeline_run_and_no_model_versions(failed_gate_run):
+    from mlflow import MlflowClient
+
+    cfg, res = failed_gate_run
+    client = MlflowClient(cfg.tracking_uri)
+    assert client.search_model_versions(f"name='{cfg.registry.model_name}'") == []
+    exp = client.get_experiment_by_name(cfg.registry.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    tagged = {r.data.tags.get("sifthinker.stage"): r.data.tags.get("sifthinker.pipeline_run") for r in runs}
+    assert {"sft", "grpo-sif", "evaluate"} <= set(tagged)
+    assert set(tagged.values()) == {res.pipeline_run_id}
+    assert "register" not in tagged
