@@ -60,7 +60,7 @@ def wait_http(url: str, proc: subprocess.Popen | None, log: Path | None, timeout
     raise RuntimeError(f"{url} did not answer within {timeout}s:\n{_tail(log) if log else ''}")
 
 
-def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
     """SIGTERM the process group this fixture started (its own session), then SIGKILL after ``grace``."""
     if proc.poll() is not None:
         return
