@@ -24,7 +24,14 @@ def configure(cfg: RunConfig) -> str:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # mlflow exports the URI to the environment; undo that so the next config in this process (or a
+    # child process) reads its own recipe instead of silently inheriting this store.
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     exp = mlflow.get_experiment_by_name(cfg.registry.experiment)
     if exp is None:
         # A local store needs an explicit artifact location; a server chooses its own.
