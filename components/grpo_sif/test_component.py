@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 from kfp.dsl import Dataset, Model
 
-from components.conftest import artifact, io_types
+from components.conftest import artifact, io_types, small_config
 from components.grpo_sif.component import grpo_sif
 
 
@@ -31,7 +31,7 @@ def test_trains_from_the_sft_model_and_keeps_lineage(recipe, fake_module, tmp_pa
     grpo_sif.python_func(recipe=recipe, pipeline_run="job-1", train_data=train, sft_model=sft_model, model=model)
 
     assert calls == {"train": tmp_path / "train", "model": tmp_path / "sft", "out": tmp_path / "grpo",
-                     "generations": 4}
+                     "generations": small_config().grpo.num_generations}  # the recipe reached the library
     meta = model.metadata
     assert meta["sft_model"] == sft_model.uri and meta["train_data"] == train.uri
     assert meta["parent_runs"] == {"sft": "sft-run", "grpo-sif": "grpo-run"}
