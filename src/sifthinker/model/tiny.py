@@ -17,10 +17,14 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sifthinker.config import RunConfig, TinyModelConfig
 from sifthinker.model.chat_template import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT
 from sifthinker.model.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ def mrope_section(head_dim: int) -> list[int]:
     return [t, h, half - t - h]
 
 
-def tiny_config(tiny: TinyModelConfig, vocab_size: int, token_ids: dict[str, int]):
+def tiny_config(tiny: TinyModelConfig, vocab_size: int, token_ids: dict[str, int]) -> Qwen2_5_VLConfig:
     """The `Qwen2_5_VLConfig` of the tiny model (vocabulary ids come from the trained tokenizer)."""
     from transformers import Qwen2_5_VLConfig
 
@@ -93,7 +97,7 @@ def tiny_config(tiny: TinyModelConfig, vocab_size: int, token_ids: dict[str, int
     )
 
 
-def build_processor(tokenizer, min_pixels: int, max_pixels: int):
+def build_processor(tokenizer: Qwen2Tokenizer, min_pixels: int, max_pixels: int) -> Qwen2_5_VLProcessor:
     """The real `Qwen2_5_VLProcessor` with our tokenizer and chat template and the run's pixel budget."""
     from transformers import Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    from transformers import Qwen2Tokenizer
 
 # The special tokens of Qwen2.5-VL, in Qwen's order (ids 151643..151656 there; 0..13 here).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -79,7 +83,7 @@ def train_bpe(corpus: Iterable[str], vocab_size: int, min_frequency: int = 2) ->
     return tok
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int, model_max_length: int = 8192):
+def build_tokenizer(corpus: Iterable[str], vocab_size: int, model_max_length: int = 8192) -> Qwen2Tokenizer:
     """A `Qwen2Tokenizer` over a BPE vocabulary trained on `corpus` (pad <|endoftext|>, eos <|im_end|>)."""
     from transformers import AddedToken
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer

@@ -25,6 +25,11 @@ _HEADLINE = ("loss", "reward", "reward_std", "kl", "grad_norm", "learning_rate",
              "mean_token_accuracy", "completions/mean_length")
 
 
+def mlflow_name(key: str) -> str:
+    """A metric key with the characters MLflow rejects replaced by '_'."""
+    return _BAD_METRIC_CHARS.sub("_", key)
+
+
 def _numeric(logs: dict[str, Any]) -> dict[str, float]:
     out = {}
     for k, v in logs.items():
@@ -57,15 +62,15 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
         self._t0 = time.monotonic()
-        self._printer(f"[{self.stage}] training: {state.max_steps} steps")
+        if getattr(state, "is_world_process_zero", True):
+            self._printer(f"[{self.stage}] training: {state.max_steps} steps")
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         metrics = _numeric(logs or {})
-        if not metrics:
+        if not metrics or not getattr(state, "is_world_process_zero", True):  # rank 0 speaks for all
             return
-        if "train_runtime" in metrics:  # Trainer's end-of-training summary, not a step
-            self.summary.update(metrics)
-            self._log_mlflow({f"train/{k}": v for k, v in metrics.items()}, state.global_step)
+        if "train_runtime" in metrics:  # Trainer's end-of-training summary, not a step: the stage logs
+            self.summary.update(metrics)  # it with its final metrics
             return
         row = {"step": float(state.global_step), "epoch": float(state.epoch or 0.0), **metrics}
         self.history.append(row)
@@ -84,7 +89,7 @@ class MetricsCallback(TrainerCallback):
 
         if mlflow.active_run() is None:
             return
-        clean = {_BAD_METRIC_CHARS.sub("_", k): v for k, v in metrics.items()}
+        clean = {mlflow_name(k): v for k, v in metrics.items()}
         try:
             mlflow.log_metrics(clean, step=int(step))
         except Exception as e:  # a tracking hiccup must not kill a training run

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import LoraConfig
+from sifthinker.config import LoraConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,27 @@ class TrainResult:
 
 
 def device_flags() -> dict[str, Any]:
-    """Trainer device arguments: bf16 on CUDA, plain float32 on the CPU (use_cpu, no mixed precision)."""
+    """Trainer device arguments: bf16 and activation checkpointing on CUDA (real models need the
+    memory), plain float32 without checkpointing on the CPU (only the tiny model runs there)."""
     import torch
 
     if torch.cuda.is_available():
-        return {"use_cpu": False, "bf16": True}
-    return {"use_cpu": True, "bf16": False}
+        return {"use_cpu": False, "bf16": True, **checkpointing(True)}
+    return {"use_cpu": True, "bf16": False, **checkpointing(False)}
+
+
+def checkpointing(enabled: bool) -> dict[str, bool]:
+    """The activation-checkpointing switch under its name in the installed transformers.
+
+    transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns);
+    TRL defaults it to True.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
 
 
 def peft_config(lora: LoraConfig | None) -> Any | None:
@@ -72,6 +89,51 @@ def save_model(model: Any, processor: Any, out_dir: Path) -> Path:
     return out_dir
 
 
+def finalize_model(trainer: Any, processor: Any, base_dir: Path | str, out_dir: Path) -> Path:
+    """Write the trained model to `out_dir` as a plain `save_pretrained` folder, adapter merged.
+
+    In one process the model is merged in memory. Under a distributed launch (DeepSpeed ZeRO-3 shards
+    the weights) every rank takes part in `trainer.save_model`, which gathers them; with LoRA, rank 0
+    then merges the saved adapter into a fresh copy of the base model. ZeRO-3 configs need
+    `stage3_gather_16bit_weights_on_model_save: true` for the gather.
+    """
+    import shutil
+
+    from sifthinker.training.launch import in_distributed_launch
+
+    out_dir = Path(out_dir)
+    if not in_distributed_launch():
+        return save_model(trainer.model, processor, out_dir)
+    acc = trainer.accelerator
+    if hasattr(trainer.model, "merge_and_unload"):
+        adapter = out_dir.parent / f".{out_dir.name}-adapter"
+        trainer.save_model(str(adapter))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            merge_saved_adapter(base_dir, adapter, out_dir)
+            processor.save_pretrained(out_dir)
+            shutil.rmtree(adapter, ignore_errors=True)
+    else:
+        trainer.save_model(str(out_dir))
+        if acc.is_main_process:
+            processor.save_pretrained(out_dir)
+            # Trainer.save_model pickles the training arguments next to the weights; a model folder
+            # that MLflow and KServe pick up must hold the model only.
+            (out_dir / "training_args.bin").unlink(missing_ok=True)
+    acc.wait_for_everyone()
+    return out_dir
+
+
+def merge_saved_adapter(base_dir: Path | str, adapter_dir: Path, out_dir: Path) -> None:
+    """Merge a saved LoRA adapter into its base model (loaded on the CPU) and save the result."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(str(base_dir), dtype="auto")
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out_dir)
+
+
 def log_model_artifacts(model_dir: Path) -> None:
     """Upload the saved model folder to the active MLflow run under `model/`."""
     import mlflow
@@ -86,11 +148,39 @@ def log_model_artifacts(model_dir: Path) -> None:
 
 
 def final_metrics(history: list[dict[str, float]], summary: dict[str, float], keys: list[str]) -> dict[str, float]:
-    """Final values: the trainer's summary plus, for each key, its first and last logged value."""
-    out = {k: v for k, v in summary.items()}
+    """Final values: the trainer's summary plus, for each key, its first and last logged value.
+
+    Summary entries named like a per-step metric (epoch, entropy, ...) are dropped, so logging the
+    result does not add a stray point to those step series in MLflow.
+    """
+    step_keys = {k for row in history for k in row}
+    out = {k: v for k, v in summary.items() if k not in step_keys}
     for k in keys:
         values = [row[k] for row in history if k in row]
         if values:
             out[f"first_{k}"] = values[0]
             out[f"final_{k}"] = values[-1]
     return out
+
+
+@contextlib.contextmanager
+def stage_context(cfg: RunConfig, stage: str, params: dict[str, Any]) -> Iterator[str | None]:
+    """The stage's MLflow run on rank 0 (yields its id); nothing on the other ranks (yields None)."""
+    from sifthinker import tracking
+    from sifthinker.training.launch import is_main_process
+
+    if not is_main_process():
+        yield None
+        return
+    with tracking.stage_run(cfg, stage, params) as run:
+        yield run.info.run_id
+
+
+def log_final_metrics(metrics: dict[str, float]) -> None:
+    """The stage's final metrics (train_loss, final_loss, reward halves, ...) in the active MLflow run."""
+    import mlflow
+
+    from sifthinker.training.callbacks import mlflow_name
+
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({mlflow_name(k): v for k, v in metrics.items()})

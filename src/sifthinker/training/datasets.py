@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sifthinker.prompts import chat_messages, question_from_prompt
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 RECORDS_FILE = "records.json"
 
@@ -118,7 +121,7 @@ def grpo_rows(records: list[dict], root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _with_images(rows: list[dict[str, Any]]):
+def _with_images(rows: list[dict[str, Any]]) -> Dataset:
     """A `datasets.Dataset` whose `images` column decodes the files to PIL images on access."""
     from datasets import Dataset, Image, List
 
@@ -126,11 +129,11 @@ def _with_images(rows: list[dict[str, Any]]):
     return ds.cast_column("images", List(Image()))
 
 
-def sft_dataset(records: list[dict], root: str | Path):
+def sft_dataset(records: list[dict], root: str | Path) -> Dataset:
     """TRL SFT dataset (messages + images) of a record list."""
     return _with_images(sft_rows(records, root))
 
 
-def grpo_dataset(records: list[dict], root: str | Path):
+def grpo_dataset(records: list[dict], root: str | Path) -> Dataset:
     """TRL GRPO dataset (prompt + images + reward columns) of a record list."""
     return _with_images(grpo_rows(records, root))

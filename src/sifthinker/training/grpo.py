@@ -24,12 +24,15 @@ from sifthinker.training.common import (
     TrainResult,
     device_flags,
     final_metrics,
+    finalize_model,
+    log_final_metrics,
     log_model_artifacts,
     peft_config,
     quiet_trainer,
-    save_model,
+    stage_context,
 )
 from sifthinker.training.datasets import grpo_dataset, load_records
+from sifthinker.training.launch import launch, processes_to_launch
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,6 @@ def grpo_args(cfg: RunConfig, output_dir: str, reward_weights: list[float], **ov
         "logging_first_step": True,
         "save_strategy": "no",
         "report_to": [],  # MetricsCallback logs into the stage's MLflow run
-        "gradient_checkpointing": bool(g.deepspeed),
         "use_vllm": g.use_vllm,
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
@@ -93,20 +95,36 @@ def select_items(records: list[dict], num_items: int) -> list[dict]:
     return records if num_items <= 0 else records[:num_items]
 
 
+def half_means(history: list[dict[str, float]], key: str) -> dict[str, float]:
+    """Mean of `key` over the first and the second half of the logged steps.
+
+    One step's reward is dominated by which prompts it drew; over two epochs of the same items the two
+    halves see the same prompts, so their difference shows what the policy learned.
+    """
+    values = [row[key] for row in history if key in row]
+    if len(values) < 2:
+        return {}
+    mid = len(values) // 2
+    return {f"{key}_first_half": sum(values[:mid]) / mid,
+            f"{key}_second_half": sum(values[mid:]) / (len(values) - mid)}
+
+
 def run_grpo(cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
              max_steps: int | None = None) -> TrainResult:
     """GRPO-SIF from `model_dir` (normally the SFT output) on `train_dir`'s records; save to `out_dir`.
 
     Logs params, per-step metrics (loss, reward and each reward's mean, KL, completion lengths) and the
     saved model (artifacts under `model/`) to the MLflow run of stage "grpo-sif". `max_steps` (tests,
-    smoke runs) caps the number of optimiser steps.
+    smoke runs) caps the number of optimiser steps. With several GPUs it relaunches itself with one
+    process per GPU (`training.launch`; DeepSpeed when `grpo.deepspeed`).
     """
     from trl import GRPOTrainer
 
-    from sifthinker import tracking
     from sifthinker.model.loading import load_model
     from sifthinker.progress import SQLiteProgressStore
 
+    if nproc := processes_to_launch():
+        return launch("grpo", cfg, train_dir, model_dir, out_dir, nproc, max_steps=max_steps)
     train_dir, out_dir = Path(train_dir), Path(out_dir)
     records = select_items(load_records(train_dir), cfg.grpo.num_items)
     dataset = grpo_dataset(records, train_dir)
@@ -123,7 +141,7 @@ def run_grpo(cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Pa
     try:
         overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
         args = grpo_args(cfg, work, weights, **overrides)
-        with tracking.stage_run(cfg, "grpo-sif", params) as run:
+        with stage_context(cfg, "grpo-sif", params) as run_id:
             trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                                   processing_class=processor, peft_config=peft_config(cfg.grpo.lora),
                                   callbacks=[callback])
@@ -131,24 +149,16 @@ def run_grpo(cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Pa
             t0 = time.monotonic()
             trainer.train()
             train_s = time.monotonic() - t0
-            save_model(trainer.model, processor, out_dir)
+            finalize_model(trainer, processor, model_dir, out_dir)
             keys = ["loss", "reward", "kl", "completions/mean_length",
                     *[f"rewards/{f.__name__}/mean" for f in funcs]]
             metrics = final_metrics(callback.history, callback.summary, keys)
+            metrics.update(half_means(callback.history, "reward"))
             metrics["train_seconds"] = train_s
-            _log_final(metrics)
+            log_final_metrics(metrics)
             log_model_artifacts(out_dir)
-            run_id = run.info.run_id
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("GRPO done in %.0fs: %s", train_s, {k: round(v, 4) for k, v in metrics.items()})
     return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id)
 
-
-def _log_final(metrics: dict[str, float]) -> None:
-    import mlflow
-
-    from sifthinker.training.callbacks import _BAD_METRIC_CHARS
-
-    if mlflow.active_run() is not None:
-        mlflow.log_metrics({_BAD_METRIC_CHARS.sub("_", f"final/{k}"): v for k, v in metrics.items()})

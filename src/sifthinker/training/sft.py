@@ -20,13 +20,16 @@ from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.common import (
     TrainResult,
     device_flags,
-    quiet_trainer,
     final_metrics,
+    finalize_model,
+    log_final_metrics,
     log_model_artifacts,
     peft_config,
-    save_model,
+    quiet_trainer,
+    stage_context,
 )
 from sifthinker.training.datasets import load_records, sft_dataset
+from sifthinker.training.launch import launch, processes_to_launch
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,6 @@ def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
         "save_strategy": "no",
         "report_to": [],  # MetricsCallback logs into the stage's MLflow run
         "assistant_only_loss": True,  # the paper trains on the assistant turn only
-        # Checkpointing trades compute for memory: only worth it for large models on a GPU.
-        "gradient_checkpointing": bool(s.deepspeed),
         "dataloader_num_workers": 0,
         "disable_tqdm": True,  # MetricsCallback prints one line per logging step instead
         "seed": cfg.data.seed,
@@ -67,13 +68,15 @@ def run_sft(cfg: RunConfig, train_dir: Path, base_model_dir: Path | str, out_dir
     """Fine-tune `base_model_dir` on the records in `train_dir`; save model + processor to `out_dir`.
 
     Logs params, per-step metrics and the saved model (artifacts under `model/`) to the MLflow run of
-    stage "sft". `max_steps` (tests, smoke runs) caps the number of optimiser steps.
+    stage "sft". `max_steps` (tests, smoke runs) caps the number of optimiser steps. With several GPUs
+    it relaunches itself with one process per GPU (`training.launch`; DeepSpeed when `sft.deepspeed`).
     """
     from trl import SFTTrainer
 
     from sifthinker.model.loading import load_model
-    from sifthinker import tracking
 
+    if nproc := processes_to_launch():
+        return launch("sft", cfg, train_dir, base_model_dir, out_dir, nproc, max_steps=max_steps)
     train_dir, out_dir = Path(train_dir), Path(out_dir)
     records = load_records(train_dir)
     dataset = sft_dataset(records, train_dir)
@@ -88,27 +91,20 @@ def run_sft(cfg: RunConfig, train_dir: Path, base_model_dir: Path | str, out_dir
     try:
         overrides = {"max_steps": max_steps} if max_steps else {}
         args = sft_args(cfg, work, **overrides)
-        with tracking.stage_run(cfg, "sft", params) as run:
+        with stage_context(cfg, "sft", params) as run_id:
             trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                                  peft_config=peft_config(cfg.sft.lora), callbacks=[callback])
             quiet_trainer(trainer)
             t0 = time.monotonic()
             trainer.train()
             train_s = time.monotonic() - t0
-            save_model(trainer.model, processor, out_dir)
+            finalize_model(trainer, processor, base_model_dir, out_dir)
             metrics = final_metrics(callback.history, callback.summary, ["loss", "mean_token_accuracy"])
             metrics["train_seconds"] = train_s
-            _log_final(metrics)
+            log_final_metrics(metrics)
             log_model_artifacts(out_dir)
-            run_id = run.info.run_id
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("SFT done in %.0fs: %s", train_s, {k: round(v, 4) for k, v in metrics.items()})
     return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id)
 
-
-def _log_final(metrics: dict[str, float]) -> None:
-    import mlflow
-
-    if mlflow.active_run() is not None:
-        mlflow.log_metrics({f"final/{k}": v for k, v in metrics.items()})

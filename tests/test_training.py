@@ -1,0 +1,273 @@
+"""Training stages on hand-made fixture records: dataset conversion, SFT and GRPO with MLflow logging."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("trl")
+
+from sifthinker import trace as sif  # noqa: E402
+from sifthinker.config import LoraConfig, RunConfig  # noqa: E402
+from sifthinker.depth import colorize, mean_depth, save_depth_map  # noqa: E402
+from sifthinker.model import build_tiny_model, corpus_from_records, load_model  # noqa: E402
+from sifthinker.prompts import prompt_text  # noqa: E402
+from sifthinker.training.callbacks import MetricsCallback  # noqa: E402
+from sifthinker.training.datasets import grpo_dataset, load_records, sft_dataset  # noqa: E402
+from sifthinker.training.grpo import half_means, reward_setup  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60)}
+W, H = 160, 120
+
+
+def make_records(root: Path, n: int = 6) -> list[dict]:
+    """n records in the schema of docs/architecture.md: one coloured box per image, exact trace."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        name = list(COLORS)[i % len(COLORS)]
+        x1, y1 = int(rng.integers(0, W // 2)), int(rng.integers(0, H // 2))
+        x2, y2 = x1 + int(rng.integers(20, W // 2)), y1 + int(rng.integers(20, H // 2))
+        img = Image.new("RGB", (W, H), (235, 235, 235))
+        ImageDraw.Draw(img).rectangle([x1, y1, x2 - 1, y2 - 1], fill=COLORS[name])
+        depth = np.tile(np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None], (1, W))
+        box = (round(x1 / W, 3), round(y1 / H, 3), round(x2 / W, 3), round(y2 / H, 3))
+        steps = (
+            sif.Step((sif.Box(0, 0, 1, 1, round(mean_depth(depth, (0, 0, 1, 1)), 3)),), "I look over the image."),
+            sif.Step((sif.Box(*box, round(mean_depth(depth, box), 3)),), f"Here is the {name} box."),
+        )
+        text = sif.render(sif.Trace(steps, name))
+        stem = f"{i:06d}"
+        for sub in ("images", "depth"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        img.save(root / f"images/{stem}.png")
+        colorize(depth).save(root / f"depth/{stem}.png")
+        save_depth_map(root / f"depth/{stem}.npy", depth)
+        question = "What colour is the box?"
+        records.append({
+            "id": f"fixture-{stem}", "dataset": "fixture", "source": "fixture", "split": "train",
+            "category": "attribute", "answer_type": "name",
+            "image": f"images/{stem}.png", "depth_image": f"depth/{stem}.png", "depth_map": f"depth/{stem}.npy",
+            "width": W, "height": H, "box_frame": "norm", "problem": question, "response": name,
+            "normalized_solution_round": {"bbox_3d": [list(box)], "illegal_content": False},
+            "messages": [{"role": "user", "content": prompt_text(question)},
+                         {"role": "assistant", "content": text}],
+            "images": [f"images/{stem}.png", f"depth/{stem}.png"],
+        })
+    (root / "records.json").write_text(json.dumps(records))
+    return records
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fixture-data")
+    make_records(root)
+    return root
+
+
+def make_cfg(tmp_path: Path) -> RunConfig:
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    cfg.work_dir = str(tmp_path / "work")
+    cfg.registry.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.registry.artifact_root = str(tmp_path / "mlartifacts")
+    cfg.model.tiny.hidden_size, cfg.model.tiny.intermediate_size = 32, 64  # fast; same structure
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def base_model(data_dir, tmp_path_factory) -> Path:
+    cfg = make_cfg(tmp_path_factory.mktemp("cfg"))
+    corpus = list(corpus_from_records(load_records(data_dir)))
+    return build_tiny_model(cfg, tmp_path_factory.mktemp("base") / "model", corpus)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    monkeypatch.delenv("SIFTHINKER_WORK_DIR", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+# ---- dataset conversion ---------------------------------------------------------------------------
+def test_sft_dataset_has_messages_and_two_images(data_dir):
+    ds = sft_dataset(load_records(data_dir), data_dir)
+    assert set(ds.column_names) == {"messages", "images"}  # an `image` column would confuse TRL's collator
+    row = ds[0]
+    assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+    assert [p["type"] for p in row["messages"][0]["content"]] == ["text", "image", "text", "image", "text"]
+    assert sif.validate(row["messages"][1]["content"][0]["text"]) == []
+    assert len(row["images"]) == 2 and all(isinstance(im, Image.Image) for im in row["images"])
+    assert row["images"][0].size == (W, H)
+
+
+def test_grpo_dataset_keeps_the_reward_columns(data_dir):
+    recs = load_records(data_dir)
+    ds = grpo_dataset(recs, data_dir)
+    assert {"prompt", "images", "response", "answer_type", "problem", "image", "gt_boxes", "depth_map"} <= set(
+        ds.column_names
+    )
+    row = ds[1]
+    assert row["response"] == recs[1]["response"] and row["answer_type"] == "name"
+    assert row["problem"] == recs[1]["problem"]
+    assert row["gt_boxes"] == recs[1]["normalized_solution_round"]["bbox_3d"]
+    assert Path(row["image"]).is_absolute() and Path(row["image"]).is_file()
+    assert Path(row["depth_map"]).is_absolute() and np.load(row["depth_map"]).shape == (H, W)
+    assert [m["role"] for m in row["prompt"]] == ["user"] and len(row["images"]) == 2
+
+
+def test_rewards_score_the_fixture_trace_through_the_dataset_columns(data_dir):
+    ds = grpo_dataset(load_records(data_dir), data_dir)
+    funcs, weights = reward_setup(make_cfg(Path("/unused")))
+    assert [f.__name__ for f in funcs] == ["format_reward", "answer_reward", "box_reward", "depth_reward"]
+    rows = [ds[i] for i in range(3)]
+    cols = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+    gold = [load_records(data_dir)[i]["messages"][1]["content"] for i in range(3)]
+    scores = [f(gold, **cols) for f in funcs]
+    assert all(v == 1.0 for v in scores[0] + scores[1] + scores[3])  # format, answer, depth exact
+    assert all(v > 0.99 for v in scores[2])  # box: IoU of the exact box (the progress term is 0)
+    assert weights == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_reward_setup_rejects_unknown_names_and_skips_zero_weights(tmp_path):
+    cfg = make_cfg(tmp_path)
+    cfg.grpo.reward_weights = {"format": 1.0, "answer": 0.0, "box": 2.0}
+    funcs, weights = reward_setup(cfg)
+    assert [f.__name__ for f in funcs] == ["format_reward", "box_reward"] and weights == [1.0, 2.0]
+    cfg.grpo.reward_weights = {"fromat": 1.0}
+    with pytest.raises(ValueError, match="fromat"):
+        reward_setup(cfg)
+
+
+def test_collator_trains_only_on_the_assistant_turn(data_dir, base_model):
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    _, processor = load_model(base_model)
+    ds = sft_dataset(load_records(data_dir), data_dir)
+    batch = DataCollatorForVisionLanguageModeling(processor=processor, assistant_only_loss=True)([ds[0], ds[1]])
+    for row in range(2):
+        labels = batch["labels"][row]
+        target = processor.tokenizer.decode(labels[labels != -100])
+        assert target == ds[row]["messages"][1]["content"][0]["text"] + "<|im_end|>"
+
+
+def test_callback_history_and_half_means():
+    lines: list[str] = []
+    cb = MetricsCallback("t", mlflow_logging=False, printer=lines.append)
+
+    class S:
+        global_step, epoch, max_steps = 1, 0.5, 2
+
+    cb.on_log(None, S, None, logs={"loss": 2.0, "reward": 0.5, "note": "x", "bad": math.nan})
+    S.global_step = 2
+    cb.on_log(None, S, None, logs={"loss": 1.0, "reward": 1.5})
+    cb.on_log(None, S, None, logs={"train_runtime": 3.0, "train_loss": 1.5})
+    assert [r["loss"] for r in cb.history] == [2.0, 1.0] and "note" not in cb.history[0]
+    assert cb.summary == {"train_runtime": 3.0, "train_loss": 1.5}
+    assert len(lines) == 2 and "step 2/2" in lines[1] and "loss=1" in lines[1]
+    assert half_means(cb.history, "reward") == {"reward_first_half": 0.5, "reward_second_half": 1.5}
+
+
+# ---- training runs --------------------------------------------------------------------------------
+def _mlflow_run(cfg: RunConfig, run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    return client, client.get_run(run_id)
+
+
+@pytest.mark.slow
+def test_sft_lowers_the_loss_and_logs_to_mlflow(data_dir, base_model, tmp_path):
+    from sifthinker.training.sft import run_sft
+
+    cfg = make_cfg(tmp_path)
+    cfg.sft.learning_rate, cfg.sft.epochs, cfg.sft.logging_steps = 1e-2, 4, 1
+    cfg.sft.per_device_batch_size, cfg.sft.warmup_ratio = 2, 0.0
+    res = run_sft(cfg, data_dir, base_model, tmp_path / "sft")
+    losses = [r["loss"] for r in res.history if "loss" in r]
+    assert len(losses) == 12 and losses[-1] < 0.8 * losses[0]
+    assert res.metrics["final_loss"] == losses[-1] and res.metrics["train_seconds"] > 0
+    model, processor = load_model(res.output_dir, cfg)  # a plain save_pretrained folder
+    assert type(processor).__name__ == "Qwen2_5_VLProcessor"
+    client, run = _mlflow_run(cfg, res.mlflow_run_id)
+    assert run.data.tags["sifthinker.stage"] == "sft" and run.data.params["sft.learning_rate"] == "0.01"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 12
+    assert len(client.get_metric_history(run.info.run_id, "epoch")) == 12  # no stray summary point
+    assert {"train_loss", "final_loss", "first_loss", "train_seconds"} <= set(run.data.metrics)
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= arts
+
+
+@pytest.mark.slow
+def test_sft_with_lora_merges_the_adapter(data_dir, base_model, tmp_path):
+    from safetensors import safe_open
+
+    from sifthinker.training.sft import run_sft
+
+    cfg = make_cfg(tmp_path)
+    cfg.sft.lora = LoraConfig(r=4, alpha=8)
+    res = run_sft(cfg, data_dir, base_model, tmp_path / "sft-lora", max_steps=2)
+    with safe_open(res.output_dir / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora" in k for k in keys)
+    with safe_open(base_model / "model.safetensors", "pt") as f:
+        assert sorted(keys) == sorted(f.keys())  # same tensors as the base: merged, not wrapped
+
+
+@pytest.mark.slow
+def test_grpo_runs_and_logs_reward_metrics(data_dir, base_model, tmp_path):
+    from sifthinker.training.grpo import run_grpo
+
+    cfg = make_cfg(tmp_path)
+    cfg.grpo.num_items, cfg.grpo.num_generations, cfg.grpo.per_device_batch_size = 4, 2, 4
+    cfg.grpo.max_completion_length, cfg.grpo.learning_rate = 16, 1e-3
+    res = run_grpo(cfg, data_dir, base_model, tmp_path / "grpo", max_steps=2)
+    assert len(res.history) == 2
+    for name in ("format", "answer", "box", "depth"):
+        assert f"rewards/{name}_reward/mean" in res.history[-1]
+    assert {"final_reward", "first_reward", "reward_first_half", "train_seconds"} <= set(res.metrics)
+    assert (tmp_path / "work" / "progress.sqlite").is_file()  # the answer reward's progress store
+    load_model(res.output_dir, cfg)
+    client, run = _mlflow_run(cfg, res.mlflow_run_id)
+    assert run.data.tags["sifthinker.stage"] == "grpo-sif" and run.data.params["grpo.beta"] == "0.04"
+    for key in ("reward", "kl", "rewards/format_reward/mean", "rewards/depth_reward/mean"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
+    assert "model/model.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+
+
+def test_launcher_decides_when_to_spawn_processes(monkeypatch):
+    from sifthinker.training import launch
+
+    for var in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "SIFTHINKER_NPROC"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 8)
+    assert launch.processes_to_launch() == 8  # one process per GPU
+    monkeypatch.setenv("SIFTHINKER_NPROC", "1")
+    assert launch.processes_to_launch() == 0  # forced single process
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "3")
+    assert launch.processes_to_launch() == 0 and not launch.is_main_process()  # already a worker
+    for var in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "SIFTHINKER_NPROC"):
+        monkeypatch.delenv(var)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert launch.processes_to_launch() == 0 and launch.is_main_process()
+
+
+@pytest.mark.slow
+def test_sft_relaunches_itself_on_two_processes(data_dir, base_model, tmp_path, monkeypatch):
+    """The multi-GPU path (one process per GPU under torchrun), exercised on the CPU with gloo."""
+    from sifthinker.training.sft import run_sft
+
+    monkeypatch.setenv("SIFTHINKER_NPROC", "2")
+    cfg = make_cfg(tmp_path)
+    res = run_sft(cfg, data_dir, base_model, tmp_path / "sft-ddp", max_steps=1)
+    assert res.mlflow_run_id and len(res.history) == 1 and "final_loss" in res.metrics
+    assert not (res.output_dir / "training_args.bin").exists()
+    load_model(res.output_dir, cfg)
+    _, run = _mlflow_run(cfg, res.mlflow_run_id)
+    assert run.data.tags["sifthinker.stage"] == "sft"
