@@ -21,7 +21,7 @@ from tqdm import tqdm
 from sifthinker import trace as sif_trace
 from sifthinker.config import RunConfig
 from sifthinker.data.narrator import NarrationError, NarrationInput, Narrator, TemplateNarrator
-from sifthinker.data.trajectory import TrajectoryConfig, build_trajectory, normalize_boxes
+from sifthinker.data.trajectory import DEFAULT_CONFIG, TrajectoryConfig, build_trajectory, normalize_boxes
 from sifthinker.depth import colorize, save_depth_map
 from sifthinker.prompts import prompt_text
 
@@ -157,7 +157,7 @@ def make_record(item: SourceItem, idx: int, split: str, out_dir: Path, narrator:
 
 
 def build_records(source: Source, num: int, seed: int, out_dir: Path, split: str = "train",
-                  narrator: Narrator | None = None, traj_cfg: TrajectoryConfig = TrajectoryConfig(),
+                  narrator: Narrator | None = None, traj_cfg: TrajectoryConfig = DEFAULT_CONFIG,
                   progress: bool = True, max_rejections: int | None = None) -> BuildSummary:
     """Build `num` accepted records into out_dir (records.json + manifest.json + image/depth files)."""
     out_dir = Path(out_dir)
@@ -214,4 +214,7 @@ def load_records(data_dir: Path) -> list[dict]:
     path = Path(data_dir) / RECORDS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {RECORDS_FILE} in {data_dir}: is this a built SIF dataset?")
-    return json.loads(path.read_text())
+    records = json.loads(path.read_text())
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of records")
+    return records

@@ -31,6 +31,9 @@ class TrajectoryConfig:
     min_steps: int = 3
 
 
+DEFAULT_CONFIG = TrajectoryConfig()
+
+
 @dataclass(frozen=True)
 class FocusStep:
     """One frame of the forward trajectory: its role and normalised boxes with their mean depth."""
@@ -124,7 +127,7 @@ def _iou(a: PxBox, b: PxBox) -> float:
 
 
 def place_distractor(
-    original: PxBox, width: int, height: int, rng: np.random.Generator, cfg: TrajectoryConfig = TrajectoryConfig()
+    original: PxBox, width: int, height: int, rng: np.random.Generator, cfg: TrajectoryConfig = DEFAULT_CONFIG
 ) -> PxBox | None:
     """A wrong region of similar size touching a corner of `original` without overlapping it."""
     w0, h0 = original[2] - original[0], original[3] - original[1]
@@ -163,7 +166,7 @@ def build_trajectory(
     gt: list[PxBox],
     depth_rel: np.ndarray,
     rng: np.random.Generator,
-    cfg: TrajectoryConfig = TrajectoryConfig(),
+    cfg: TrajectoryConfig = DEFAULT_CONFIG,
 ) -> Trajectory:
     """Forward frames: full -> (distractor) -> (merged union) -> expanded GT -> GT, with box depths."""
     if not gt:

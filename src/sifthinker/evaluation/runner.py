@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from sifthinker.config import RunConfig
+from sifthinker.data.build import load_records
 from sifthinker.evaluation.metrics import EvalScores, gt_boxes, score_predictions
 from sifthinker.evaluation.report import category_accuracy_chart, write_html_report
 from sifthinker.visualize import save_trace_png
@@ -52,17 +53,6 @@ class EvalResult:
     chart: Path | None = None
     run_id: str | None = None  # the MLflow run, when tracked
     scores: EvalScores | None = field(default=None, repr=False)
-
-
-def load_records(eval_dir: str | Path) -> list[dict]:
-    """``eval_dir/records.json`` (a JSON list of records, docs/architecture.md)."""
-    path = Path(eval_dir) / "records.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no records.json in {eval_dir}")
-    records = json.loads(path.read_text())
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of records")
-    return records
 
 
 def record_images(record: dict, root: Path) -> tuple[Image.Image, Image.Image | None]:

@@ -16,26 +16,22 @@ The SFT dataset must not carry an `image` column: TRL's vision collator would ta
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sifthinker.data import build
 from sifthinker.prompts import chat_messages, question_from_prompt
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-RECORDS_FILE = "records.json"
 
 
 def load_records(data_dir: str | Path) -> list[dict]:
-    """The record list of a built dataset folder."""
-    path = Path(data_dir) / RECORDS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {RECORDS_FILE} in {data_dir}: is this a built SIF dataset?")
-    records = json.loads(path.read_text())
-    if not isinstance(records, list) or not records:
-        raise ValueError(f"{path} holds no records")
+    """The record list of a built dataset folder; training needs at least one record."""
+    records = build.load_records(Path(data_dir))
+    if not records:
+        raise ValueError(f"{Path(data_dir) / build.RECORDS_FILE} holds no records")
     return records
 
 
