@@ -12,18 +12,14 @@ shows their tail.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
+
+from sifthinker.serving.process import free_port, start_process, stop_process, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 S3_BUCKET = "sifthinker-artifacts"
@@ -33,54 +29,6 @@ AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-def wait_http(url: str, proc: subprocess.Popen | None, log: Path | None, timeout: float = 180.0) -> None:
-    """Poll ``url`` until it answers 200; fail with the server log when the process dies or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered:\n{_tail(log)}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{_tail(log) if log else ''}")
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
-    """SIGTERM the process group this fixture started (its own session), then SIGKILL after ``grace``."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-def start_process(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
-    fh = log.open("wb")
-    proc = subprocess.Popen(
-        cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True
-    )
-    fh.close()
-    return proc
 
 
 @dataclass

@@ -307,10 +307,9 @@ def test_serve_cli_resolves_a_registry_alias(tiny_model_dir, tmp_path):
     served name and the registered name."""
     import dataclasses
 
-    from fixtures_servers import free_port, start_process, stop_process, wait_http
-
     from sifthinker import registry
     from sifthinker.config import RunConfig
+    from sifthinker.serving.process import free_port, start_process, stop_process, wait_http
 
     work = tmp_path / "work"
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")

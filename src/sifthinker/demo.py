@@ -7,68 +7,19 @@ answer and the trace, saves the image with the focus boxes drawn, stops the serv
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import io
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import requests
 from PIL import Image
 
 from sifthinker.config import RunConfig
 from sifthinker.depth import colorize
+from sifthinker.serving.openai_api import data_url
+from sifthinker.serving.process import free_port, serve_subprocess
 
 DEMO_SCENE_SEED = 987_654  # far from the train and eval seeds: a scene the model has never seen
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def data_url(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-@contextlib.contextmanager
-def server_process(model_uri: str, recipe: Path, port: int, log_path: Path, timeout: float = 180.0) -> Iterator[str]:
-    """`sifthinker serve` as a child process; yields its base URL once /v2/health/ready answers."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sifthinker.cli", "serve", "--model", model_uri, "--recipe", str(recipe),
-             "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"server not ready after {timeout:.0f}s; see {log_path}")
-                time.sleep(1.0)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def stage_metrics(cfg: RunConfig, pipeline_run: str) -> dict[str, dict]:
@@ -150,7 +101,7 @@ def run_demo(recipe: Path, port: int | None = None) -> int:
     image, depth_image = Image.fromarray(scene.rgb), colorize(scene.depth)
     port = port or free_port()
     print(f"== 3/4 serving: KServe model server on port {port} with models:/{name}@champion", flush=True)
-    with server_process(f"models:/{name}@champion", recipe, port, out_dir / "server.log") as base:
+    with serve_subprocess(f"models:/{name}@champion", recipe, port, out_dir / "server.log") as (base, _):
         reply = ask(base, name, image, depth_image, q.question, cfg.serving.max_new_tokens)
     print("== 4/4 answer")
     print(f"   question: {q.question}\n   expected: {q.answer}\n   answer:   {reply['sif'].get('answer')}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,25 @@ def log_final_metrics(metrics: dict[str, float]) -> None:
 
     if mlflow.active_run() is not None:
         mlflow.log_metrics({mlflow_name(k): v for k, v in metrics.items()})
+
+
+def train_and_save(trainer: Any, processor: Any, base_dir: Path | str, out_dir: Path, history: list[dict[str, float]],
+                   summary: dict[str, float], keys: list[str],
+                   extra: Callable[[list[dict[str, float]]], dict[str, float]] | None = None) -> dict[str, float]:
+    """Train, save the (merged) model, and log final metrics + the model folder to the active MLflow run.
+
+    `history`/`summary` are the MetricsCallback's (filled during training); `extra` adds stage-specific
+    final metrics computed from the history (e.g. GRPO's reward halves).
+    """
+    quiet_trainer(trainer)
+    t0 = time.monotonic()
+    trainer.train()
+    train_s = time.monotonic() - t0
+    finalize_model(trainer, processor, base_dir, out_dir)
+    metrics = final_metrics(history, summary, keys)
+    if extra is not None:
+        metrics.update(extra(history))
+    metrics["train_seconds"] = train_s
+    log_final_metrics(metrics)
+    log_model_artifacts(out_dir)
+    return metrics

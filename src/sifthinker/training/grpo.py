@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,9 @@ from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.common import (
     TrainResult,
     device_flags,
-    final_metrics,
-    finalize_model,
-    log_final_metrics,
-    log_model_artifacts,
     peft_config,
-    quiet_trainer,
     stage_context,
+    train_and_save,
 )
 from sifthinker.training.datasets import grpo_dataset, load_records
 from sifthinker.training.launch import launch, processes_to_launch
@@ -145,20 +140,12 @@ def run_grpo(cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Pa
             trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                                   processing_class=processor, peft_config=peft_config(cfg.grpo.lora),
                                   callbacks=[callback])
-            quiet_trainer(trainer)
-            t0 = time.monotonic()
-            trainer.train()
-            train_s = time.monotonic() - t0
-            finalize_model(trainer, processor, model_dir, out_dir)
             keys = ["loss", "reward", "kl", "completions/mean_length",
                     *[f"rewards/{f.__name__}/mean" for f in funcs]]
-            metrics = final_metrics(callback.history, callback.summary, keys)
-            metrics.update(half_means(callback.history, "reward"))
-            metrics["train_seconds"] = train_s
-            log_final_metrics(metrics)
-            log_model_artifacts(out_dir)
+            metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
+                                     keys, extra=lambda history: half_means(history, "reward"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("GRPO done in %.0fs: %s", train_s, {k: round(v, 4) for k, v in metrics.items()})
+    log.info("GRPO done in %.0fs: %s", metrics["train_seconds"], {k: round(v, 4) for k, v in metrics.items()})
     return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,9 @@ from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.common import (
     TrainResult,
     device_flags,
-    final_metrics,
-    finalize_model,
-    log_final_metrics,
-    log_model_artifacts,
     peft_config,
-    quiet_trainer,
     stage_context,
+    train_and_save,
 )
 from sifthinker.training.datasets import load_records, sft_dataset
 from sifthinker.training.launch import launch, processes_to_launch
@@ -94,17 +89,10 @@ def run_sft(cfg: RunConfig, train_dir: Path, base_model_dir: Path | str, out_dir
         with stage_context(cfg, "sft", params) as run_id:
             trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                                  peft_config=peft_config(cfg.sft.lora), callbacks=[callback])
-            quiet_trainer(trainer)
-            t0 = time.monotonic()
-            trainer.train()
-            train_s = time.monotonic() - t0
-            finalize_model(trainer, processor, base_model_dir, out_dir)
-            metrics = final_metrics(callback.history, callback.summary, ["loss", "mean_token_accuracy"])
-            metrics["train_seconds"] = train_s
-            log_final_metrics(metrics)
-            log_model_artifacts(out_dir)
+            metrics = train_and_save(trainer, processor, base_model_dir, out_dir, callback.history,
+                                     callback.summary, ["loss", "mean_token_accuracy"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("SFT done in %.0fs: %s", train_s, {k: round(v, 4) for k, v in metrics.items()})
+    log.info("SFT done in %.0fs: %s", metrics["train_seconds"], {k: round(v, 4) for k, v in metrics.items()})
     return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id)
 
