@@ -13,16 +13,17 @@ from components.grpo_sif.component import grpo_sif
 from components.register.component import register
 from components.sft.component import sft
 from components.validate_data.component import validate_data
+from sifthinker.names import Stage
 
 COMPONENTS = {
-    "build-data": build_data,
-    "validate-data": validate_data,
-    "sft": sft,
-    "grpo-sif": grpo_sif,
-    "evaluate": evaluate,
-    "gate": gate,
-    "register": register,
-    "deploy": deploy,
+    Stage.BUILD_DATA: build_data,
+    Stage.VALIDATE_DATA: validate_data,
+    Stage.SFT: sft,
+    Stage.GRPO_SIF: grpo_sif,
+    Stage.EVALUATE: evaluate,
+    Stage.GATE: gate,
+    Stage.REGISTER: register,
+    Stage.DEPLOY: deploy,
 }
 
 __all__ = ["COMPONENTS", "build_data", "deploy", "evaluate", "gate", "grpo_sif", "register", "sft", "validate_data"]

@@ -5,6 +5,7 @@ whose URIs are local folders, exactly as kfp's local runner passes them.
 """
 
 import dataclasses
+import json
 import sys
 import types
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sifthinker.config import RunConfig
-from sifthinker.orchestration import recipe_parameter
+from sifthinker.names import Env
+from sifthinker.stages import recipe_parameter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +35,17 @@ def artifact(cls, path: Path, **metadata):
 def work_env(tmp_path, monkeypatch) -> Path:
     """A private work directory and no pipeline run id (restored after the test)."""
     work = tmp_path / "work"
-    monkeypatch.setenv("SIFTHINKER_WORK_DIR", str(work))
-    monkeypatch.setenv("SIFTHINKER_PIPELINE_RUN", "")
+    monkeypatch.setenv(Env.WORK_DIR, str(work))
+    monkeypatch.setenv(Env.PIPELINE_RUN, "")
+    monkeypatch.setenv(Env.EVENTS, str(tmp_path / "events.jsonl"))
     return work
+
+
+def stage_events(work: Path) -> list[tuple[str, str, str]]:
+    """(event, stage, summary or error) of every stage event written during a test using ``work_env``."""
+    path = work.parent / "events.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [(r["event"], r["stage"], r.get("summary", r.get("error", ""))) for r in rows]
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 from sifthinker.config import ConfigError, GPUConfig, RunConfig
-from sifthinker.orchestration import STAGES, WORK_DIR_ENV
+from sifthinker.names import STAGES, Env, Stage
 
 WORKSPACE_MOUNT = "/workspace"
 SHM_VOLUME = "dshm"
 SHM_MOUNT = "/dev/shm"
 # Steps that use the hub, MLflow or object storage and therefore get ``platform.secrets``.
-SECRET_STEPS = frozenset({"sft", "grpo-sif", "evaluate", "register", "deploy"})
+SECRET_STEPS = frozenset({Stage.SFT, Stage.GRPO_SIF, Stage.EVALUATE, Stage.REGISTER, Stage.DEPLOY})
 
 
 def step_name(step: str) -> str:
@@ -67,7 +67,7 @@ def apply_platform(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTas
                 kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=dict(secret.env))
     if p.workspace_pvc:
         kubernetes.mount_pvc(task, pvc_name=p.workspace_pvc, mount_path=WORKSPACE_MOUNT)
-        task.set_env_variable(WORK_DIR_ENV, WORKSPACE_MOUNT)
+        task.set_env_variable(Env.WORK_DIR.value, WORKSPACE_MOUNT)
     if is_gpu_step(cfg, step):
         apply_gpu(task, p.gpu)
     return task

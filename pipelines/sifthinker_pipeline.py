@@ -2,7 +2,7 @@
 
 ``build_pipeline(cfg)`` returns a ``@dsl.pipeline`` function for one run config. The config travels in
 two ways. (1) As the ``recipe`` parameter, whose default is the whole recipe as one line of JSON (which is
-YAML too; see ``sifthinker.orchestration.recipe_parameter``): every step rebuilds its ``RunConfig`` from
+YAML too; see ``sifthinker.stages.recipe_parameter``): every step rebuilds its ``RunConfig`` from
 it, so one compiled file carries its config, and a run may pass another recipe YAML. (2) As compile-time
 task settings from ``cfg.platform`` (images, GPUs, scheduling, /dev/shm, secrets, PVC; see
 ``pipelines/platform.py``): overriding ``recipe`` at submit time changes what the steps do, not where
@@ -19,7 +19,8 @@ from kfp import dsl
 
 from pipelines.platform import apply_platform
 from sifthinker.config import RunConfig
-from sifthinker.orchestration import recipe_parameter
+from sifthinker.names import Stage
+from sifthinker.stages import recipe_parameter
 
 # The KFP job id of the run: every step that logs to MLflow tags its run with it.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -52,8 +53,9 @@ def build_pipeline(cfg: RunConfig) -> Callable:
                                 metrics_json=eval_task.outputs["Output"])
             deploy_task = deploy(recipe=recipe, pipeline_run=RUN_ID, model_uri=reg_task.outputs["model_uri"],
                                  apply=apply_deployment)
-        tasks = {"build-data": data, "validate-data": checked, "sft": sft_task, "grpo-sif": grpo_task,
-                 "evaluate": eval_task, "gate": gate_task, "register": reg_task, "deploy": deploy_task}
+        tasks = {Stage.BUILD_DATA: data, Stage.VALIDATE_DATA: checked, Stage.SFT: sft_task,
+                 Stage.GRPO_SIF: grpo_task, Stage.EVALUATE: eval_task, Stage.GATE: gate_task,
+                 Stage.REGISTER: reg_task, Stage.DEPLOY: deploy_task}
         for step, task in tasks.items():
             apply_platform(task, cfg, step)
         for task in (reg_task, deploy_task):  # side effects: never answer from the cache

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pipelines` and `components` live at the repository root
     sys.path.insert(0, str(ROOT))
 
+from pipelines.run import compile_pipeline  # noqa: E402
 from sifthinker.config import ConfigError, RunConfig  # noqa: E402
-from sifthinker.orchestration import STAGES, compile_pipeline  # noqa: E402
+from sifthinker.names import STAGES  # noqa: E402
 
 GPU_RECIPE = ROOT / "recipes" / "qwen2.5-vl-7b-8gpu.yaml"
 LOCAL_RECIPE = ROOT / "recipes" / "local.yaml"
@@ -269,7 +270,7 @@ def test_cli_submit_compiles_and_starts_a_run(monkeypatch):
 def test_stage_config_reads_json_or_yaml_and_sets_the_run_id(local_cfg, monkeypatch):
     import os
 
-    from sifthinker.orchestration import recipe_parameter, stage_config
+    from sifthinker.stages import recipe_parameter, stage_config
 
     monkeypatch.setenv("SIFTHINKER_PIPELINE_RUN", "")
     assert "\n" not in recipe_parameter(local_cfg)
@@ -286,7 +287,7 @@ def test_local_run_summary_from_task_folders(tmp_path):
     """run_local's summariser on task folders laid out as kfp's local runner leaves them."""
     import json
 
-    from sifthinker.orchestration import _collect
+    from pipelines.run import _collect
 
     run = tmp_path / "sifthinker-local-2026"
     for task, out in {

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pipelines` and `components` live at the repository root
     sys.path.insert(0, str(ROOT))
 
+from pipelines.run import run_local  # noqa: E402
 from sifthinker.config import RunConfig  # noqa: E402
-from sifthinker.orchestration import run_local  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

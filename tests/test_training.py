@@ -240,7 +240,7 @@ def test_grpo_runs_and_logs_reward_metrics(data_dir, base_model, tmp_path):
 
 
 def test_launcher_decides_when_to_spawn_processes(monkeypatch):
-    from sifthinker.training import launch
+    from sifthinker.training import ranks as launch
 
     for var in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "SIFTHINKER_NPROC"):
         monkeypatch.delenv(var, raising=False)

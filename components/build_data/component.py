@@ -12,15 +12,16 @@ def build_data(recipe: str, train_data: Output[Dataset], eval_data: Output[Datas
     from pathlib import Path
 
     from sifthinker.data.build import build_dataset
-    from sifthinker.orchestration import stage_config
+    from sifthinker.names import Stage
+    from sifthinker.stages import stage
 
-    cfg = stage_config(recipe)
-    for split, data in (("train", train_data), ("eval", eval_data)):
-        out = Path(data.path)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = build_dataset(cfg, split, out)
-        print(summary.format())
-        data.metadata.update({
-            "split": split, "source": cfg.data.source, "num_records": summary.num_records,
-            "categories": dict(summary.categories), "rejected": len(summary.rejections),
-        })
+    with stage(Stage.BUILD_DATA, recipe) as st:
+        summaries = {}
+        for split, data in (("train", train_data), ("eval", eval_data)):
+            summary = summaries[split] = build_dataset(st.cfg, split, Path(data.path))
+            print(summary.format())
+            data.metadata.update({
+                "split": split, "source": st.cfg.data.source, "num_records": summary.num_records,
+                "categories": dict(summary.categories), "rejected": len(summary.rejections),
+            })
+        st.done(", ".join(s.headline() for s in summaries.values()))

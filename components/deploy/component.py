@@ -12,13 +12,12 @@ def deploy(recipe: str, pipeline_run: str, model_uri: str, apply: bool, manifest
     import json
     from pathlib import Path
 
-    from sifthinker.orchestration import json_safe, stage_config
+    from sifthinker.names import Stage
     from sifthinker.serving.deploy import deploy as deploy_model
+    from sifthinker.stages import json_safe, stage
 
-    cfg = stage_config(recipe, pipeline_run)
-    out = Path(manifest.path)
-    out.mkdir(parents=True, exist_ok=True)
-    result = json_safe(deploy_model(cfg, model_uri, apply=apply, out_dir=out))
-    manifest.metadata.update({"model_uri": model_uri, "applied": apply})
-    print(json.dumps(result, indent=1))
-    return json.dumps(result)
+    with stage(Stage.DEPLOY, recipe, pipeline_run) as st:
+        result = deploy_model(st.cfg, model_uri, apply=apply, out_dir=Path(manifest.path))
+        manifest.metadata.update({"model_uri": model_uri, "applied": apply, "validation": result.validation})
+        st.done(result.headline())
+    return json.dumps(json_safe(result.to_dict()))

@@ -15,20 +15,16 @@ def evaluate(recipe: str, pipeline_run: str, model: Input[Model], eval_data: Inp
     from pathlib import Path
 
     from sifthinker.evaluation import evaluate as run_evaluation
-    from sifthinker.orchestration import json_safe, stage_config
+    from sifthinker.names import Stage
+    from sifthinker.stages import json_safe, stage
 
-    cfg = stage_config(recipe, pipeline_run)
-    Path(predictions.path).mkdir(parents=True, exist_ok=True)
-    result = run_evaluation(cfg, Path(model.path), Path(eval_data.path), Path(predictions.path))
-    values = json_safe(result.metrics)
-    for name, value in values.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            metrics.log_metric(name, value)
-    html = Path(str(result.report_html))
-    if html.is_file():
-        shutil.copyfile(html, report.path)
-    else:  # the report itself as a string
-        Path(report.path).write_text(str(result.report_html))
-    predictions.metadata.update({"predictions": str(result.predictions_path), "renders": len(result.renders)})
-    print(json.dumps(values, indent=1))
+    with stage(Stage.EVALUATE, recipe, pipeline_run) as st:
+        result = run_evaluation(st.cfg, Path(model.path), Path(eval_data.path), Path(predictions.path))
+        values = json_safe(result.metrics)
+        for name, value in values.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics.log_metric(name, value)
+        shutil.copyfile(result.report_html, report.path)
+        predictions.metadata.update({"predictions": str(result.predictions_path), "renders": len(result.renders)})
+        st.done(result.headline())
     return json.dumps(values)

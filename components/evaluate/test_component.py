@@ -1,11 +1,11 @@
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 from kfp.dsl import HTML, Dataset, Metrics, Model
 
-from components.conftest import artifact, io_types
+from components.conftest import artifact, io_types, stage_events
 from components.evaluate.component import evaluate
+from sifthinker.evaluation.runner import EvalResult
 
 
 def test_spec():
@@ -16,18 +16,18 @@ def test_spec():
                     "predictions": "system.Dataset@0.0.1", "Output": "String"}
 
 
-def test_logs_metrics_and_copies_the_report(recipe, fake_module, tmp_path):
-    def fake_evaluate(cfg, model_dir, eval_dir, out_dir):
+def test_logs_metrics_and_copies_the_report(recipe, work_env, monkeypatch, tmp_path):
+    def fake_evaluate(cfg, model_dir, eval_dir, out_dir):  # a stand-in for evaluation: the wiring is under test
         assert (model_dir, eval_dir) == (tmp_path / "model", tmp_path / "eval")
         out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.html").write_text("<html><body>report</body></html>")
         (out_dir / "predictions.jsonl").write_text("{}\n")
-        return SimpleNamespace(metrics={"format_validity": 0.75, "accuracy": 0.5, "n": 6,
-                                        "per_category": {"depth": 1.0}},
-                               predictions_path=out_dir / "predictions.jsonl", renders=[out_dir / "a.png"],
-                               report_html=out_dir / "report.html")
+        return EvalResult(metrics={"format_validity": 0.75, "accuracy": 0.5, "n": 6, "per_category": {"depth": 1.0}},
+                          predictions_path=out_dir / "predictions.jsonl", renders=[out_dir / "a.png"],
+                          report_html=out_dir / "report.html")
 
-    fake_module("sifthinker.evaluation", evaluate=fake_evaluate)
+    monkeypatch.setattr("sifthinker.evaluation.evaluate", fake_evaluate)
     metrics = artifact(Metrics, tmp_path / "metrics")
     report = artifact(HTML, tmp_path / "report.html")
     predictions = artifact(Dataset, tmp_path / "predictions")
@@ -40,3 +40,4 @@ def test_logs_metrics_and_copies_the_report(recipe, fake_module, tmp_path):
     assert Path(report.path).read_text() == "<html><body>report</body></html>"
     assert (tmp_path / "predictions" / "predictions.jsonl").is_file()
     assert predictions.metadata["renders"] == 1
+    assert stage_events(work_env)[-1] == ("done", "evaluate", "validity 0.750, accuracy 0.500 (6 items)")

@@ -18,11 +18,13 @@ def gate(recipe: str, metrics_json: str, failures: OutputPath(str)) -> bool:
     import json
 
     from sifthinker.gate import check_gate
-    from sifthinker.orchestration import stage_config
+    from sifthinker.names import Stage
+    from sifthinker.stages import stage
 
-    cfg = stage_config(recipe)
-    result = check_gate(json.loads(metrics_json), cfg.gate.thresholds)
-    print(result.summary())
-    with open(failures, "w") as f:
-        f.write("\n".join(result.failures))
+    with stage(Stage.GATE, recipe) as st:
+        result = check_gate(json.loads(metrics_json), st.cfg.gate.thresholds)
+        print(result.summary())
+        with open(failures, "w") as f:
+            f.write("\n".join(result.failures))
+        st.done(result.headline(), ok=result.passed)
     return result.passed

@@ -17,18 +17,14 @@ def register(recipe: str, pipeline_run: str, model: Input[Model], metrics_json: 
     where the registry stored the model files.
     """
     import json
-    import os
     from pathlib import Path
 
-    from sifthinker.orchestration import stage_config
-    from sifthinker.registry import register_model
+    from sifthinker.names import Stage
+    from sifthinker.registry import lineage_from_metadata, register_model
+    from sifthinker.stages import stage
 
-    cfg = stage_config(recipe, pipeline_run)
-    meta = dict(model.metadata)
-    lineage = {"data_dir": meta.get("train_data", ""), "base_model": meta.get("base_model", cfg.model.base),
-               "sft_model": meta.get("sft_model", ""), "model_artifact": model.uri, "recipe": cfg.name,
-               "parent_runs": {k: v for k, v in dict(meta.get("parent_runs") or {}).items() if v},
-               "pipeline_run": os.environ.get("SIFTHINKER_PIPELINE_RUN", pipeline_run)}
-    rv = register_model(cfg, Path(model.path), json.loads(metrics_json), lineage)
-    print(f"registered {rv.name} version {rv.version}: {rv.source_uri}")
-    return (str(rv.name), str(rv.version), f"models:/{rv.name}/{rv.version}", str(rv.source_uri), str(rv.run_id))
+    with stage(Stage.REGISTER, recipe, pipeline_run) as st:
+        lineage = lineage_from_metadata(st.cfg, dict(model.metadata), model.uri, pipeline_run)
+        rv = register_model(st.cfg, Path(model.path), json.loads(metrics_json), lineage)
+        st.done(rv.headline())
+    return (str(rv.name), str(rv.version), rv.uri, str(rv.source_uri), str(rv.run_id))

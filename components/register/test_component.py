@@ -1,10 +1,10 @@
 import json
-from types import SimpleNamespace
 
 from kfp.dsl import Model
 
-from components.conftest import artifact, io_types
+from components.conftest import artifact, io_types, stage_events
 from components.register.component import register
+from sifthinker.registry import RegisteredVersion
 
 
 def test_spec():
@@ -22,14 +22,14 @@ def _model(tmp_path):
                     sft_model="/runs/sft/model", parent_runs={"sft": "r-sft", "grpo-sif": "r-grpo"})
 
 
-def test_lineage_and_outputs(recipe, fake_module, tmp_path):
+def test_lineage_and_outputs(recipe, work_env, monkeypatch, tmp_path):
     seen = {}
 
-    def register_model(cfg, model_dir, metrics, lineage):
+    def register_model(cfg, model_dir, metrics, lineage):  # a stand-in for MLflow: the wiring is under test
         seen.update(model_dir=model_dir, metrics=metrics, lineage=lineage)
-        return SimpleNamespace(name="sifthinker-local", version="3", source_uri="file:///x/model", run_id="run-9")
+        return RegisteredVersion(name="sifthinker-local", version="3", source_uri="file:///x/model", run_id="run-9")
 
-    fake_module("sifthinker.registry", register_model=register_model)
+    monkeypatch.setattr("sifthinker.registry.register_model", register_model)
     model = _model(tmp_path)
     out = register.python_func(recipe=recipe, pipeline_run="job-7", model=model,
                                metrics_json=json.dumps({"format_validity": 0.9}))
@@ -38,6 +38,7 @@ def test_lineage_and_outputs(recipe, fake_module, tmp_path):
     lin = seen["lineage"]
     assert lin["data_dir"] == str(tmp_path / "train") and lin["model_artifact"] == model.uri
     assert lin["parent_runs"] == {"sft": "r-sft", "grpo-sif": "r-grpo"} and lin["pipeline_run"] == "job-7"
+    assert stage_events(work_env)[-1] == ("done", "register", "sifthinker-local version 3 (alias challenger)")
 
 
 def test_registers_in_a_real_mlflow_store(recipe, work_env, tmp_path):

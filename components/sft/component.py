@@ -12,13 +12,14 @@ def sft(recipe: str, pipeline_run: str, train_data: Input[Dataset], model: Outpu
     from pathlib import Path
 
     from sifthinker.model import ensure_base_model
-    from sifthinker.orchestration import json_safe, stage_config
+    from sifthinker.names import Stage
+    from sifthinker.stages import json_safe, stage
     from sifthinker.training.sft import run_sft
 
-    cfg = stage_config(recipe, pipeline_run)
-    Path(model.path).mkdir(parents=True, exist_ok=True)
-    base = ensure_base_model(cfg, Path(train_data.path))
-    result = run_sft(cfg, Path(train_data.path), base, Path(model.path))  # base: a folder or a hub id
-    print(f"sft: {result.metrics}")
-    model.metadata.update({"stage": "sft", "base_model": cfg.model.base, "train_data": train_data.uri,
-                           "metrics": json_safe(result.metrics), "mlflow_run_id": result.mlflow_run_id or ""})
+    with stage(Stage.SFT, recipe, pipeline_run) as st:
+        base = ensure_base_model(st.cfg, Path(train_data.path))  # a folder, or a hub id on a cluster
+        result = run_sft(st.cfg, Path(train_data.path), base, Path(model.path))
+        model.metadata.update({"stage": Stage.SFT.value, "base_model": st.cfg.model.base,
+                               "train_data": train_data.uri, "metrics": json_safe(result.metrics),
+                               "mlflow_run_id": result.mlflow_run_id or ""})
+        st.done(result.headline())

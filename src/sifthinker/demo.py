@@ -1,8 +1,9 @@
 """`make demo`: the whole local journey a user takes, in one command.
 
-Runs the KFP pipeline locally, promotes the registered challenger to champion, starts the KServe server on
-`models:/NAME@champion`, asks one question about a new synthetic scene with the `openai` client, prints the
-answer and the trace, saves the image with the focus boxes drawn, stops the server, and says where to look.
+Runs the pipeline (``run_pipeline``: the KFP local runner, passed in by the Kubeflow layer so that the
+library does not import it), promotes the registered challenger to champion, starts the KServe server on
+``models:/NAME@champion``, asks one question about a new synthetic scene with the ``openai`` client,
+saves the image with the focus boxes drawn, stops the server, and closes with a summary.
 """
 
 from __future__ import annotations
@@ -10,39 +11,23 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from sifthinker.config import RunConfig
+from sifthinker.console import Console
 from sifthinker.depth import colorize
+from sifthinker.names import Env
 from sifthinker.serving.openai_api import data_url
 from sifthinker.serving.process import free_port, serve_subprocess
 
 DEMO_SCENE_SEED = 987_654  # far from the train and eval seeds: a scene the model has never seen
 
-
-def stage_metrics(cfg: RunConfig, pipeline_run: str) -> dict[str, dict]:
-    """Latest metrics (and GRPO's reward history) of this pipeline run's stages, read back from MLflow."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from sifthinker.tracking import PIPELINE_RUN_TAG, STAGE_TAG, configure
-
-    exp_id = configure(cfg)
-    client = MlflowClient(cfg.tracking_uri)
-    runs = mlflow.search_runs([exp_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run}'",
-                              output_format="list")
-    out: dict[str, dict] = {}
-    for run in runs:
-        stage = run.data.tags.get(STAGE_TAG, "?")
-        info = {"run_id": run.info.run_id, "metrics": dict(run.data.metrics)}
-        if stage == "grpo-sif":
-            key = next((k for k in ("reward", "train/reward") if k in run.data.metrics), None)
-            if key:
-                info["reward_history"] = [m.value for m in client.get_metric_history(run.info.run_id, key)]
-        out[stage] = info
-    return out
+# run_pipeline(cfg) -> an object with gate_passed, gate_failures, registered ({"version", ...}), metrics
+PipelineRunner = Callable[[RunConfig], Any]
 
 
 def ask(base_url: str, model_name: str, image: Image.Image, depth_image: Image.Image, question: str,
@@ -65,52 +50,62 @@ def ask(base_url: str, model_name: str, image: Image.Image, depth_image: Image.I
     return {"text": reply.choices[0].message.content, "sif": extra.get("sif", {})}
 
 
-def run_demo(recipe: Path, port: int | None = None) -> int:
+def run_demo(recipe: Path, run_pipeline: PipelineRunner, console: Console, port: int | None = None,
+             log_path: Path | None = None) -> int:
+    """The demo; ``console`` gets the lines a person reads (stage lines come from the stage console)."""
     from sifthinker import registry
-    from sifthinker.orchestration import run_local
     from sifthinker.scenes import generate_items
     from sifthinker.visualize import save_trace_png
 
     t0 = time.monotonic()
     cfg = RunConfig.load(recipe)
-    os.environ.setdefault("SIFTHINKER_PIPELINE_RUN", f"demo-{uuid.uuid4().hex[:8]}")
-    pipeline_run = os.environ["SIFTHINKER_PIPELINE_RUN"]
-    print(f"== 1/4 pipeline: running {cfg.name} locally (pipeline run {pipeline_run})", flush=True)
-    result = run_local(cfg)
-    stages = stage_metrics(cfg, pipeline_run)
-    ev = stages.get("evaluate", {}).get("metrics", {})
-    rewards = stages.get("grpo-sif", {}).get("reward_history", [])
-    print(f"   held-out: format validity {ev.get('format_validity', float('nan')):.3f}, "
-          f"accuracy {ev.get('accuracy', float('nan')):.3f}, grounding Acc@0.5 {ev.get('grounding_acc50', float('nan')):.3f}, "
-          f"depth consistency {ev.get('depth_consistency', float('nan')):.3f}")
-    if rewards:
-        print(f"   GRPO mean reward per step: {' '.join(f'{r:.2f}' for r in rewards)}")
-    if not getattr(result, "gate_passed", False):
-        print(f"gate failed, nothing registered: {getattr(result, 'gate_failures', '')}")
+    os.environ.setdefault(Env.PIPELINE_RUN, f"demo-{uuid.uuid4().hex[:8]}")
+    pipeline_run = os.environ[Env.PIPELINE_RUN]
+    console.line(f"SIFThinker demo, recipe {cfg.name}, pipeline run {pipeline_run}")
+    if log_path:
+        console.line(f"full log: {log_path}")
+    console.line("1/4 pipeline: KFP local runner, one process per step")
+    result = run_pipeline(cfg)
+    if not result.gate_passed:
+        console.line(f"gate failed, nothing registered: {'; '.join(result.gate_failures)}")
         return 1
 
-    name = cfg.registry.model_name
-    from mlflow import MlflowClient
-
-    version = MlflowClient(cfg.tracking_uri).get_model_version_by_alias(name, "challenger").version
-    print(f"== 2/4 registry: promoting {name} version {version} (challenger) to champion", flush=True)
-    registry.promote(cfg, name, version, alias="champion")
+    name, version = cfg.registry.model_name, str(result.registered["version"])
+    t = time.monotonic()
+    registry.promote(cfg, name, version, alias=registry.CHAMPION)
+    console.line(f"2/4 registry: {name} version {version} promoted challenger -> champion "
+                 f"({time.monotonic() - t:.1f}s)")
 
     out_dir = cfg.path("demo")
     scene, q = next(generate_items(1, DEMO_SCENE_SEED, width=cfg.data.width, height=cfg.data.height))
     image, depth_image = Image.fromarray(scene.rgb), colorize(scene.depth)
     port = port or free_port()
-    print(f"== 3/4 serving: KServe model server on port {port} with models:/{name}@champion", flush=True)
+    t = time.monotonic()
     with serve_subprocess(f"models:/{name}@champion", recipe, port, out_dir / "server.log") as (base, _):
+        console.line(f"3/4 serving: KServe model server on {base} with models:/{name}@champion "
+                     f"(ready in {time.monotonic() - t:.1f}s)")
+        t = time.monotonic()
         reply = ask(base, name, image, depth_image, q.question, cfg.serving.max_new_tokens)
-    print("== 4/4 answer")
-    print(f"   question: {q.question}\n   expected: {q.answer}\n   answer:   {reply['sif'].get('answer')}")
-    print(f"   format valid: {reply['sif'].get('format_valid')}")
-    print("   trace:\n" + "\n".join("     " + line for line in (reply["text"] or "").splitlines()))
+    sif = reply["sif"]
+    console.line(f"4/4 answer via the openai client ({time.monotonic() - t:.1f}s): {sif.get('answer')!r}, "
+                 f"expected {q.answer!r}, format {'valid' if sif.get('format_valid') else 'invalid'}")
     png = save_trace_png(image, reply["text"] or "", out_dir / "answer.png", title=q.question,
                          depth_image=depth_image)
-    print(f"\nfocus boxes drawn on the image: {png}")
-    print(f"done in {time.monotonic() - t0:.0f}s. Next: `make mlflow-ui` and open http://127.0.0.1:5000 "
-          f"(experiment '{cfg.registry.experiment}', model '{name}'); "
-          f"`sifthinker pipeline compile --recipe recipes/qwen2.5-vl-7b-8gpu.yaml -o pipeline.yaml` for a cluster.")
+
+    m = result.metrics
+    console.line("")
+    console.line(f"done in {time.monotonic() - t0:.0f}s")
+    console.line(f"  held-out     format validity {m.get('format_validity', float('nan')):.3f}, "
+                 f"accuracy {m.get('accuracy', float('nan')):.3f}, "
+                 f"grounding Acc@0.5 {m.get('grounding_acc50', float('nan')):.3f}, "
+                 f"depth consistency {m.get('depth_consistency', float('nan')):.3f}")
+    console.line(f"  model        models:/{name}/{version} (aliases challenger, champion)")
+    console.line(f"  question     {q.question}")
+    console.line("  trace        " + " ".join((reply["text"] or "").split())[:300])
+    console.line(f"  focus boxes  {png}")
+    if log_path:
+        console.line(f"  full log     {log_path}")
+    console.line(f"  next         `make mlflow-ui` then http://127.0.0.1:5000 (experiment "
+                 f"'{cfg.registry.experiment}'); `sifthinker pipeline compile --recipe "
+                 "recipes/qwen2.5-vl-7b-8gpu.yaml -o pipeline.yaml` for a cluster")
     return 0

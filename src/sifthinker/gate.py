@@ -41,6 +41,16 @@ class GateResult:
             return f"{head}: {self.note}" if self.note else head
         return "gate failed:\n" + "\n".join(f"  - {f}" for f in self.failures)
 
+    def headline(self) -> str:
+        """One line: the verdict and each threshold, e.g. ``failed: accuracy 0.02 < 0.45``."""
+        if not self.checked:
+            return "passed (no thresholds configured)"
+        parts = []
+        for name, c in self.checked.items():
+            shown = "missing" if c["value"] is None else f"{c['value']:.3f}"
+            parts.append(f"{name} {shown} {'>=' if c['passed'] else '<'} {c['min']:g}")
+        return f"{'passed' if self.passed else 'FAILED'}: {', '.join(parts)}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sifthinker.config import RunConfig
+from sifthinker.names import Env, Stage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,18 @@ class RegisteredVersion:
     def uri(self) -> str:
         """The ``models:/NAME/V`` URI of this version."""
         return f"models:/{self.name}/{self.version}"
+
+    def headline(self) -> str:
+        return f"{self.name} version {self.version} (alias {CHALLENGER})"
+
+
+def lineage_from_metadata(cfg: RunConfig, metadata: dict[str, Any], model_uri: str, pipeline_run: str) -> dict:
+    """The lineage tags of a model version from its KFP model artifact's metadata (training stages write
+    ``train_data``, ``base_model``, ``sft_model``, ``parent_runs``)."""
+    return {"data_dir": metadata.get("train_data", ""), "base_model": metadata.get("base_model", cfg.model.base),
+            "sft_model": metadata.get("sft_model", ""), "model_artifact": model_uri, "recipe": cfg.name,
+            "parent_runs": {k: v for k, v in dict(metadata.get("parent_runs") or {}).items() if v},
+            "pipeline_run": os.environ.get(Env.PIPELINE_RUN) or pipeline_run}
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -162,7 +175,7 @@ def register_model(
     flat_metrics = flatten(metrics)
     name = cfg.registry.model_name
 
-    with stage_run(cfg, "register", params={"model_name": name, "model_dir": str(model_dir)}) as run:
+    with stage_run(cfg, Stage.REGISTER, params={"model_name": name, "model_dir": str(model_dir)}) as run:
         run_id = run.info.run_id
         numeric = {
             k: float(v) for k, v in flat_metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
@@ -253,7 +266,7 @@ def get_version(cfg_or_uri: RunConfig | str | None, model_uri: str):
 
 
 def default_cache_dir(cfg: RunConfig | None = None) -> Path:
-    if env := os.environ.get("SIFTHINKER_MODEL_CACHE"):
+    if env := os.environ.get(Env.MODEL_CACHE):
         return Path(env)
     if cfg is not None:
         return cfg.path(cfg.model.cache_dir) / "registry"

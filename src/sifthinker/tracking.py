@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sifthinker.config import RunConfig
+from sifthinker.names import Env
 
 PIPELINE_RUN_TAG = "sifthinker.pipeline_run"
 STAGE_TAG = "sifthinker.stage"
@@ -24,14 +25,14 @@ def configure(cfg: RunConfig) -> str:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    before = os.environ.get(Env.MLFLOW_TRACKING_URI)
     mlflow.set_tracking_uri(uri)
     # mlflow exports the URI to the environment; undo that so the next config in this process (or a
     # child process) reads its own recipe instead of silently inheriting this store.
     if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.environ.pop(Env.MLFLOW_TRACKING_URI, None)
     else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+        os.environ[Env.MLFLOW_TRACKING_URI] = before
     exp = mlflow.get_experiment_by_name(cfg.registry.experiment)
     if exp is None:
         # A local store needs an explicit artifact location; a server chooses its own.
@@ -41,7 +42,7 @@ def configure(cfg: RunConfig) -> str:
 
 
 def pipeline_run_id() -> str | None:
-    return os.environ.get("SIFTHINKER_PIPELINE_RUN")
+    return os.environ.get(Env.PIPELINE_RUN)
 
 
 @contextlib.contextmanager

@@ -1,21 +1,47 @@
-"""The `sifthinker` console script: one click group; each area registers its commands from a submodule."""
+"""The `sifthinker` console script: one click group; each area registers its commands from a submodule.
+
+The library's own areas (data, model, serve) are listed here. Other layers plug their commands in through
+the ``sifthinker.commands`` entry point group (pyproject.toml): the Kubeflow layer in ``pipelines/`` adds
+``pipeline``, ``run`` and ``demo`` that way, so the library never imports the layer built on top of it.
+"""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import sys
+from importlib.metadata import entry_points
 
 import click
 
-# Submodules that add commands to `main`; each owns one area (data, pipeline, model, serve, ...).
+from sifthinker.cli.common import CLIError
+
+PLUGIN_GROUP = "sifthinker.commands"
+_COMMAND_MODULES = ["data", "model", "serve"]
 _NOISY_LOGGERS = ["great_expectations", "alembic", "mlflow", "urllib3", "httpx", "kfp", "matplotlib", "PIL"]
-_COMMAND_MODULES = ["data", "pipeline", "model", "serve", "demo"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+class _Main(click.Group):
+    """The group that turns an unexpected exception into one line (``-v`` shows the traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if ctx.params.get("verbose"):
+                raise
+            msg = (str(e).strip().splitlines() or [""])[0]
+            raise CLIError(f"{type(e).__name__}: {msg} (run `sifthinker -v ...` for the traceback)") from e
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, everything on the console, tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """SIFThinker: build SIF data, train, evaluate, register and serve spatial-reasoning VLMs."""
+    ctx.obj = {"verbose": verbose}
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -25,10 +51,10 @@ def main(verbose: bool) -> None:
 
 
 for _name in _COMMAND_MODULES:
+    importlib.import_module(f"sifthinker.cli.{_name}").register(main)
+
+for _ep in entry_points(group=PLUGIN_GROUP):
     try:
-        _mod = importlib.import_module(f"sifthinker.cli.{_name}")
-    except ModuleNotFoundError as e:  # an area not yet present in this checkout
-        if e.name != f"sifthinker.cli.{_name}":
-            raise
-        continue
-    _mod.register(main)
+        _ep.load()(main)
+    except ImportError as _e:  # e.g. the serving image without kfp: the other commands still work
+        print(f"warning: commands from {_ep.value} are unavailable: {_e}", file=sys.stderr)

@@ -36,11 +36,13 @@ __all__ = [
     "SUITE_NAME",
     "CheckResult",
     "DataValidationError",
+    "SplitsCheck",
     "assert_valid",
     "build_suite",
     "check_dataset",
     "check_records",
     "records_table",
+    "validate_splits",
 ]
 
 SUITE_NAME = "sif_records"
@@ -65,6 +67,7 @@ class CheckResult:
 
     success: bool
     failures: list[str] = field(default_factory=list)
+    checked: int = 0  # expectations evaluated (0 when the records could not even be read)
 
     def __bool__(self) -> bool:
         return self.success
@@ -200,7 +203,7 @@ def check_table(table: pd.DataFrame, balance_tolerance: float = 0.25) -> CheckRe
            "partial_unexpected_count": N_EXAMPLES}
     out = batch.validate(_suite(float(balance_tolerance)), result_format=fmt)
     failures = [_describe(r, table) for r in out.results if not r.success]
-    return CheckResult(success=bool(out.success) and not failures, failures=failures)
+    return CheckResult(success=bool(out.success) and not failures, failures=failures, checked=len(out.results))
 
 
 def check_records(records: list[dict], root: Path | str, balance_tolerance: float = 0.25) -> CheckResult:
@@ -244,6 +247,43 @@ def assert_valid(data: Path | str | list[dict], root: Path | str | None = None,
     if not result.success:
         raise DataValidationError(result, where)
     return result
+
+
+@dataclass
+class SplitsCheck:
+    """The suite over several splits (the validate_data stage): per-split results and a Markdown report."""
+
+    results: dict[str, CheckResult]
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results.values())
+
+    @property
+    def markdown(self) -> str:
+        lines = ["# Data validation", ""]
+        for split, r in self.results.items():
+            if r.success:
+                lines.append(f"- **{split}**: all {r.checked} expectations met")
+                continue
+            lines.append(f"- **{split}**: {len(r.failures)} expectation(s) failed")
+            lines += [f"  - {f}" for f in r.failures]
+        return "\n".join(lines) + "\n"
+
+    def headline(self) -> str:
+        return ", ".join(f"{split} {r.checked - len(r.failures)}/{r.checked} expectations met"
+                         for split, r in self.results.items())
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`DataValidationError` for the first failing split (its message lists every failure)."""
+        for split, r in self.results.items():
+            if not r.success:
+                raise DataValidationError(r, f"{split} split")
+
+
+def validate_splits(dirs: dict[str, Path | str], balance_tolerance: float = 0.25) -> SplitsCheck:
+    """Run the suite over each split's dataset folder (``{"train": DIR, "eval": DIR}``)."""
+    return SplitsCheck({split: check_dataset(d, balance_tolerance) for split, d in dirs.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,12 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
+from sifthinker import events
 from sifthinker.config import RunConfig
 from sifthinker.data.build import load_records
 from sifthinker.evaluation.metrics import EvalScores, gt_boxes, score_predictions
 from sifthinker.evaluation.report import category_accuracy_chart, write_html_report
+from sifthinker.names import Stage
 from sifthinker.visualize import save_trace_png
 
 __all__ = ["EvalResult", "FakeOracleGenerator", "GenerateFn", "ModelGenerator", "evaluate", "load_records"]
@@ -40,7 +42,7 @@ __all__ = ["EvalResult", "FakeOracleGenerator", "GenerateFn", "ModelGenerator", 
 log = logging.getLogger(__name__)
 
 GenerateFn = Callable[[list[dict], Path], list[str]]
-STAGE = "evaluate"
+STAGE = Stage.EVALUATE
 
 
 @dataclass
@@ -53,6 +55,14 @@ class EvalResult:
     chart: Path | None = None
     run_id: str | None = None  # the MLflow run, when tracked
     scores: EvalScores | None = field(default=None, repr=False)
+
+    def headline(self) -> str:
+        """The key numbers in one line: validity, accuracy, grounding, depth consistency, items."""
+        m = self.metrics
+        shown = [("validity", "format_validity"), ("accuracy", "accuracy"), ("grounding Acc@0.5", "grounding_acc50"),
+                 ("depth", "depth_consistency")]
+        parts = [f"{label} {m[key]:.3f}" for label, key in shown if key in m]
+        return ", ".join(parts) + f" ({int(m.get('n', 0))} items)"
 
 
 def record_images(record: dict, root: Path) -> tuple[Image.Image, Image.Image | None]:
@@ -183,6 +193,7 @@ def _generate_all(gen: GenerateFn, records: list[dict], root: Path, batch_size: 
                 raise RuntimeError(f"generator returned {len(outs)} texts for a batch of {len(batch)}")
             preds.extend(o if isinstance(o, str) else "" for o in outs)
             bar.update(len(batch))
+            events.progress(STAGE, len(preds), n, note=f"{len(preds) / max(time.monotonic() - t0, 1e-9):.2f} items/s")
             if (b + 1) % log_every == 0 or b + 1 == n_batches:
                 dt = time.monotonic() - t0
                 log.info("generated %d/%d (%.1f items/s)", len(preds), n, len(preds) / max(dt, 1e-9))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sifthinker.config import RunConfig
+from sifthinker.names import Env
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def configure_cpu_threads() -> int:
     """
     import torch
 
-    want = os.environ.get("SIFTHINKER_TORCH_THREADS")
+    want = os.environ.get(Env.TORCH_THREADS)
     if want:
         torch.set_num_threads(max(1, int(want)))
     elif not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):

@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from sifthinker import events
+
 log = logging.getLogger(__name__)
 
 # MLflow metric names allow alphanumerics, _ - . space : and /; anything else is replaced.
@@ -81,6 +83,8 @@ class MetricsCallback(TrainerCallback):
         body = " ".join(f"{k}={_fmt(metrics[k])}" for k in shown)
         self._printer(f"[{self.stage}] step {state.global_step}/{state.max_steps} "
                       f"epoch {float(state.epoch or 0):.2f} {body} ({elapsed:.0f}s)")
+        headline = " ".join(f"{k}={_fmt(metrics[k])}" for k in shown[:2])
+        events.progress(self.stage, int(state.global_step), int(state.max_steps or 0) or None, note=headline)
 
     def _log_mlflow(self, metrics: dict[str, float], step: int) -> None:
         if not self.mlflow_logging:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import LoraConfig, RunConfig
+from sifthinker.config import LoraConfig
+from sifthinker.training.ranks import in_distributed_launch
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,20 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    stage: str = ""
+
+    def headline(self) -> str:
+        """The key numbers in one line: how the loss (and GRPO's reward) moved, steps, seconds."""
+        m = self.metrics
+        parts = []
+        for key in ("loss", "reward"):
+            if f"first_{key}" in m and f"final_{key}" in m:
+                parts.append(f"{key} {m[f'first_{key}']:.3f} -> {m[f'final_{key}']:.3f}")
+        if "reward_first_half" in m and "reward_second_half" in m:
+            parts.append(f"mean reward by half {m['reward_first_half']:.2f} -> {m['reward_second_half']:.2f}")
+        steps = max((int(row.get("step", 0)) for row in self.history), default=0)
+        parts.append(f"{steps} steps")
+        return ", ".join(parts)
 
 
 def device_flags() -> dict[str, Any]:
@@ -100,8 +114,6 @@ def finalize_model(trainer: Any, processor: Any, base_dir: Path | str, out_dir: 
     """
     import shutil
 
-    from sifthinker.training.launch import in_distributed_launch
-
     out_dir = Path(out_dir)
     if not in_distributed_launch():
         return save_model(trainer.model, processor, out_dir)
@@ -162,19 +174,6 @@ def final_metrics(history: list[dict[str, float]], summary: dict[str, float], ke
             out[f"first_{k}"] = values[0]
             out[f"final_{k}"] = values[-1]
     return out
-
-
-@contextlib.contextmanager
-def stage_context(cfg: RunConfig, stage: str, params: dict[str, Any]) -> Iterator[str | None]:
-    """The stage's MLflow run on rank 0 (yields its id); nothing on the other ranks (yields None)."""
-    from sifthinker import tracking
-    from sifthinker.training.launch import is_main_process
-
-    if not is_main_process():
-        yield None
-        return
-    with tracking.stage_run(cfg, stage, params) as run:
-        yield run.info.run_id
 
 
 def log_final_metrics(metrics: dict[str, float]) -> None:

@@ -10,42 +10,29 @@ code base. `grpo.lora` switches to LoRA (the paper: r=64, alpha=128, dropout 0.0
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sifthinker.config import RunConfig
-from sifthinker.training.callbacks import MetricsCallback
-from sifthinker.training.common import (
-    TrainResult,
-    device_flags,
-    peft_config,
-    stage_context,
-    train_and_save,
-)
-from sifthinker.training.datasets import grpo_dataset, load_records
-from sifthinker.training.launch import launch, processes_to_launch
-
-log = logging.getLogger(__name__)
-
-REWARD_ORDER = ("format", "answer", "box", "depth")
+from sifthinker.names import REWARDS, Stage
+from sifthinker.training.common import TrainResult, device_flags, peft_config
+from sifthinker.training.datasets import grpo_dataset
+from sifthinker.training.runner import TrainingStage, run_stage
 
 
 def reward_setup(cfg: RunConfig, store: Any = None) -> tuple[list[Any], list[float]]:
-    """The reward functions (in REWARD_ORDER) and their weights; unknown names in the recipe are errors.
+    """The reward functions (in REWARDS) and their weights; unknown names in the recipe are errors.
 
     A component missing from `grpo.reward_weights` gets weight 0 and is not computed.
     """
     from sifthinker.rewards import get_reward_funcs
 
     weights = dict(cfg.grpo.reward_weights)
-    unknown = sorted(set(weights) - set(REWARD_ORDER))
+    unknown = sorted(set(weights) - set(REWARDS))
     if unknown:
-        raise ValueError(f"grpo.reward_weights: unknown reward(s) {unknown}; expected {list(REWARD_ORDER)}")
-    names = [n for n in REWARD_ORDER if float(weights.get(n, 0.0)) != 0.0]
+        raise ValueError(f"grpo.reward_weights: unknown reward(s) {unknown}; expected {list(REWARDS)}")
+    names = [n for n in REWARDS if float(weights.get(n, 0.0)) != 0.0]
     if not names:
         raise ValueError("grpo.reward_weights: every weight is 0, there is nothing to optimise")
     return get_reward_funcs(names, store=store), [float(weights[n]) for n in names]
@@ -104,48 +91,45 @@ def half_means(history: list[dict[str, float]], key: str) -> dict[str, float]:
             f"{key}_second_half": sum(values[mid:]) / (len(values) - mid)}
 
 
+class GRPOStage(TrainingStage):
+    name = Stage.GRPO_SIF
+
+    def select(self, cfg: RunConfig, records: list[dict]) -> list[dict]:
+        return select_items(records, cfg.grpo.num_items)
+
+    def dataset(self, records: list[dict], root: Path) -> Any:
+        return grpo_dataset(records, root)
+
+    def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
+        return {**{f"grpo.{k}": v for k, v in asdict(cfg.grpo).items()}, "loss_type": "grpo"}
+
+    def trainer(self, cfg, model, processor, dataset, work_dir, callbacks, overrides):
+        from trl import GRPOTrainer
+
+        from sifthinker.progress import SQLiteProgressStore
+
+        store_path = cfg.path(cfg.grpo.progress_store)
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        funcs, weights = reward_setup(cfg, SQLiteProgressStore(store_path))
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg, work_dir, weights, **overrides),
+                              train_dataset=dataset, processing_class=processor,
+                              peft_config=peft_config(cfg.grpo.lora), callbacks=callbacks)
+        keys = ["loss", "reward", "kl", "completions/mean_length", *[f"rewards/{f.__name__}/mean" for f in funcs]]
+        return trainer, keys
+
+    def extra_metrics(self, history: list[dict[str, float]]) -> dict[str, float]:
+        return half_means(history, "reward")
+
+
+GRPO = GRPOStage()
+
+
 def run_grpo(cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
              max_steps: int | None = None) -> TrainResult:
     """GRPO-SIF from `model_dir` (normally the SFT output) on `train_dir`'s records; save to `out_dir`.
 
     Logs params, per-step metrics (loss, reward and each reward's mean, KL, completion lengths) and the
-    saved model (artifacts under `model/`) to the MLflow run of stage "grpo-sif". `max_steps` (tests,
-    smoke runs) caps the number of optimiser steps. With several GPUs it relaunches itself with one
-    process per GPU (`training.launch`; DeepSpeed when `grpo.deepspeed`).
+    saved model (artifacts under `model/`) to the MLflow run of stage "grpo-sif"; see
+    :func:`sifthinker.training.runner.run_stage`.
     """
-    from trl import GRPOTrainer
-
-    from sifthinker.model.loading import load_model
-    from sifthinker.progress import SQLiteProgressStore
-
-    if nproc := processes_to_launch():
-        return launch("grpo", cfg, train_dir, model_dir, out_dir, nproc, max_steps=max_steps)
-    train_dir, out_dir = Path(train_dir), Path(out_dir)
-    records = select_items(load_records(train_dir), cfg.grpo.num_items)
-    dataset = grpo_dataset(records, train_dir)
-    store_path = cfg.path(cfg.grpo.progress_store)
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    funcs, weights = reward_setup(cfg, SQLiteProgressStore(store_path))
-    model, processor = load_model(model_dir, cfg, for_training=True)
-    params = {**{f"grpo.{k}": v for k, v in asdict(cfg.grpo).items()},
-              "model_dir": str(model_dir), "train_dir": str(train_dir), "num_items": len(records),
-              "reward_funcs": ",".join(f.__name__ for f in funcs), "loss_type": "grpo",
-              "model.freeze_vision": cfg.model.freeze_vision}
-    work = tempfile.mkdtemp(prefix="grpo-")
-    callback = MetricsCallback("grpo-sif")
-    try:
-        overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
-        args = grpo_args(cfg, work, weights, **overrides)
-        with stage_context(cfg, "grpo-sif", params) as run_id:
-            trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-                                  processing_class=processor, peft_config=peft_config(cfg.grpo.lora),
-                                  callbacks=[callback])
-            keys = ["loss", "reward", "kl", "completions/mean_length",
-                    *[f"rewards/{f.__name__}/mean" for f in funcs]]
-            metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
-                                     keys, extra=lambda history: half_means(history, "reward"))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    log.info("GRPO done in %.0fs: %s", metrics["train_seconds"], {k: round(v, 4) for k, v in metrics.items()})
-    return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id)
-
+    return run_stage(GRPO, cfg, train_dir, model_dir, out_dir, max_steps=max_steps)

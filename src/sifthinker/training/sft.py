@@ -7,26 +7,15 @@ projector stay frozen when `model.freeze_vision` (the paper's setting).
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sifthinker.config import RunConfig
-from sifthinker.training.callbacks import MetricsCallback
-from sifthinker.training.common import (
-    TrainResult,
-    device_flags,
-    peft_config,
-    stage_context,
-    train_and_save,
-)
-from sifthinker.training.datasets import load_records, sft_dataset
-from sifthinker.training.launch import launch, processes_to_launch
-
-log = logging.getLogger(__name__)
+from sifthinker.names import Stage
+from sifthinker.training.common import TrainResult, device_flags, peft_config
+from sifthinker.training.datasets import sft_dataset
+from sifthinker.training.runner import TrainingStage, run_stage
 
 
 def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
@@ -58,41 +47,32 @@ def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
     return SFTConfig(**kwargs)
 
 
+class SFTStage(TrainingStage):
+    name = Stage.SFT
+
+    def dataset(self, records: list[dict], root: Path) -> Any:
+        return sft_dataset(records, root)
+
+    def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
+        return {**{f"sft.{k}": v for k, v in asdict(cfg.sft).items()}, "model.max_pixels": cfg.model.max_pixels,
+                "trainable_params_before_lora": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+    def trainer(self, cfg, model, processor, dataset, work_dir, callbacks, overrides):
+        from trl import SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=sft_args(cfg, work_dir, **overrides), train_dataset=dataset,
+                             processing_class=processor, peft_config=peft_config(cfg.sft.lora), callbacks=callbacks)
+        return trainer, ["loss", "mean_token_accuracy"]
+
+
+SFT = SFTStage()
+
+
 def run_sft(cfg: RunConfig, train_dir: Path, base_model_dir: Path | str, out_dir: Path,
             max_steps: int | None = None) -> TrainResult:
     """Fine-tune `base_model_dir` on the records in `train_dir`; save model + processor to `out_dir`.
 
     Logs params, per-step metrics and the saved model (artifacts under `model/`) to the MLflow run of
-    stage "sft". `max_steps` (tests, smoke runs) caps the number of optimiser steps. With several GPUs
-    it relaunches itself with one process per GPU (`training.launch`; DeepSpeed when `sft.deepspeed`).
+    stage "sft"; see :func:`sifthinker.training.runner.run_stage`.
     """
-    from trl import SFTTrainer
-
-    from sifthinker.model.loading import load_model
-
-    if nproc := processes_to_launch():
-        return launch("sft", cfg, train_dir, base_model_dir, out_dir, nproc, max_steps=max_steps)
-    train_dir, out_dir = Path(train_dir), Path(out_dir)
-    records = load_records(train_dir)
-    dataset = sft_dataset(records, train_dir)
-    model, processor = load_model(base_model_dir, cfg, for_training=True)
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    params = {**{f"sft.{k}": v for k, v in asdict(cfg.sft).items()},
-              "base_model": str(base_model_dir), "train_dir": str(train_dir), "num_records": len(records),
-              "model.freeze_vision": cfg.model.freeze_vision, "model.max_pixels": cfg.model.max_pixels,
-              "trainable_params_before_lora": n_trainable}
-    work = tempfile.mkdtemp(prefix="sft-")
-    callback = MetricsCallback("sft")
-    try:
-        overrides = {"max_steps": max_steps} if max_steps else {}
-        args = sft_args(cfg, work, **overrides)
-        with stage_context(cfg, "sft", params) as run_id:
-            trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                                 peft_config=peft_config(cfg.sft.lora), callbacks=[callback])
-            metrics = train_and_save(trainer, processor, base_model_dir, out_dir, callback.history,
-                                     callback.summary, ["loss", "mean_token_accuracy"])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    log.info("SFT done in %.0fs: %s", metrics["train_seconds"], {k: round(v, 4) for k, v in metrics.items()})
-    return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id)
-
+    return run_stage(SFT, cfg, train_dir, base_model_dir, out_dir, max_steps=max_steps)

@@ -1,9 +1,7 @@
-"""Kubeflow Pipelines glue on the library side: compile, submit and run the SIFThinker pipeline locally.
+"""Compile, submit and run the SIFThinker pipeline locally: the KFP layer's entry points.
 
-The pipeline itself lives in ``pipelines/sifthinker_pipeline.py`` and its steps in ``components/<name>/``;
-this module only drives them, so that importing it costs nothing (kfp and the pipeline are imported
-inside the functions that need them). Components import :func:`stage_config` from here to turn the
-``recipe`` pipeline parameter (a YAML string) back into a :class:`~sifthinker.config.RunConfig`.
+The pipeline lives in ``pipelines/sifthinker_pipeline.py`` and its steps in ``components/<name>/``; this
+module drives them (the CLI's ``pipeline compile|submit``, ``run`` and ``demo`` commands call it).
 
 ``run_local`` runs the same pipeline definition as a cluster run, with kfp's ``SubprocessRunner`` in this
 Python environment: every step is a subprocess, artifacts are folders under ``pipeline_root``. Kubernetes
@@ -20,80 +18,22 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sifthinker.config import RunConfig
+from sifthinker.names import STAGES, Env
+from sifthinker.stages import json_safe, recipe_parameter
 
-from sifthinker.config import ConfigError, RunConfig
-
-__all__ = [
-    "STAGES",
-    "LocalRunResult",
-    "TaskOutputs",
-    "compile_pipeline",
-    "json_safe",
-    "recipe_parameter",
-    "run_local",
-    "stage_config",
-    "submit_pipeline",
-]
-
-# The pipeline's steps in execution order; these are the KFP task names (component names).
-STAGES = ("build-data", "validate-data", "sft", "grpo-sif", "evaluate", "gate", "register", "deploy")
-PIPELINE_RUN_ENV = "SIFTHINKER_PIPELINE_RUN"
-WORK_DIR_ENV = "SIFTHINKER_WORK_DIR"
-
-
-# -- inside components --------------------------------------------------------------------------------
-def stage_config(recipe: str, pipeline_run: str = "") -> RunConfig:
-    """The run's config from the ``recipe`` pipeline parameter (recipe YAML, or JSON as in the default).
-
-    ``pipeline_run`` (the KFP job id) becomes ``SIFTHINKER_PIPELINE_RUN`` for the stage's MLflow run,
-    unless the environment already names one (``run_local`` sets it for the whole local run).
-    """
-    text = recipe.strip()
-    data = json.loads(text) if text.startswith("{") else (yaml.safe_load(text) or {})
-    if not isinstance(data, dict):
-        raise ConfigError("recipe parameter: a recipe is a mapping at the top level")
-    cfg = RunConfig.from_dict(data)
-    if pipeline_run and not pipeline_run.startswith("{{") and not os.environ.get(PIPELINE_RUN_ENV):
-        os.environ[PIPELINE_RUN_ENV] = pipeline_run
-    return cfg
-
-
-def recipe_parameter(cfg: RunConfig) -> str:
-    """The ``recipe`` parameter value for ``cfg``: the recipe as one line of JSON (which is YAML too).
-
-    One line because kfp writes parameter defaults into the compiled file's header comment, and a
-    multi-line default would break out of the comment and make the file invalid YAML. A run may still
-    pass a block-style recipe YAML as the argument.
-    """
-    return json.dumps(cfg.to_dict())
-
-
-def json_safe(obj: Any) -> Any:
-    """Plain JSON data (for KFP artifact metadata and output strings): dataclasses, paths, numpy scalars."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        return [json_safe(v) for v in obj]
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        with contextlib.suppress(Exception):
-            return json_safe(obj.item())
-    return str(obj)
+__all__ = ["LocalRunResult", "TaskOutputs", "compile_pipeline", "run_local", "submit_pipeline"]
 
 
 # -- compile and submit -------------------------------------------------------------------------------
 def _pipeline(cfg: RunConfig):
-    from pipelines.sifthinker_pipeline import build_pipeline  # lazy: kfp and the components
+    from pipelines.sifthinker_pipeline import build_pipeline  # lazy: kfp and the components load on use
 
     return build_pipeline(cfg)
 
@@ -167,21 +107,19 @@ class LocalRunResult:
         return self.tasks[task].path(name)
 
     def summary(self) -> str:
-        lines = [f"pipeline run {self.pipeline_run_id}: {self.run_dir}"]
-        for name in self.ran:
-            t = self.tasks[name]
-            params = ", ".join(f"{k}={_short(v)}" for k, v in t.parameters.items())
-            arts = ", ".join(t.artifacts)
-            lines.append(f"  {name:<14} {params}{' | ' if params and arts else ''}{arts}")
+        """A few lines: the run, the gate's verdict, what was registered and deployed, where artifacts are."""
+        lines = [f"pipeline run {self.pipeline_run_id}: {len(self.tasks)} steps ran, artifacts in {self.run_dir}"]
         skipped = [s for s in STAGES if s not in self.tasks]
         if skipped:
             lines.append(f"  not run: {', '.join(skipped)}")
         if self.gate_passed is not None:
-            lines.append("gate: passed" if self.gate_passed else "gate: FAILED")
-            lines += [f"  - {f}" for f in self.gate_failures]
+            lines.append("  gate: passed" if self.gate_passed else "  gate: FAILED, nothing registered")
+            lines += [f"    - {f}" for f in self.gate_failures]
         if self.registered:
             r = self.registered
-            lines.append(f"registered {r.get('model_name')} version {r.get('version')} ({r.get('source_uri')})")
+            lines.append(f"  registered {r.get('model_name')} version {r.get('version')} ({r.get('source_uri')})")
+        if self.deployment and self.deployment.get("manifest_dir"):
+            lines.append(f"  InferenceService manifest in {self.deployment['manifest_dir']}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -272,13 +210,13 @@ def run_local(cfg: RunConfig, pipeline_root: str | Path | None = None, apply_dep
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     # An id already in the environment (e.g. set by `sifthinker demo`) is kept, so callers can find the runs.
-    run_id = run_id or os.environ.get(PIPELINE_RUN_ENV) or f"local-{_stamp()}-{uuid.uuid4().hex[:6]}"
+    run_id = run_id or os.environ.get(Env.PIPELINE_RUN) or f"local-{_stamp()}-{uuid.uuid4().hex[:6]}"
     src_root = str(Path(sifthinker.__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (src_root, os.environ.get("PYTHONPATH", "")) if p)
     # The workspace PVC is a cluster volume: locally the work directory stays cfg.work_path.
     pipeline = _pipeline(dataclasses.replace(cfg, platform=dataclasses.replace(cfg.platform, workspace_pvc=None)))
     before = {p.name for p in root.iterdir()}
-    env = {PIPELINE_RUN_ENV: run_id, WORK_DIR_ENV: str(cfg.work_path), "PYTHONPATH": pythonpath}
+    env = {Env.PIPELINE_RUN.value: run_id, Env.WORK_DIR.value: str(cfg.work_path), "PYTHONPATH": pythonpath}
     with _environ(**env), warnings.catch_warnings():
         # The steps name container images; the subprocess runner uses this environment instead.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)

@@ -1,0 +1,120 @@
+"""`sifthinker pipeline compile|submit`, `sifthinker run` and `sifthinker demo`: the Kubeflow layer's commands.
+
+They plug into the library's CLI through the ``sifthinker.commands`` entry point (pyproject.toml), so the
+library never imports this layer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from sifthinker.cli.common import CLIError, load_recipe, one_line_errors, verbose
+
+_recipe = click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                       help="Recipe YAML (recipes/*.yaml).")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(pipeline)
+    main.add_command(run)
+    main.add_command(demo)
+
+
+def _log_name(prefix: str) -> str:
+    return f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+@click.group()
+def pipeline() -> None:
+    """Compile the SIFThinker Kubeflow pipeline or submit it to a KFP server."""
+
+
+@pipeline.command("compile")
+@_recipe
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the compiled pipeline (KFP IR YAML).")
+def compile_cmd(recipe: Path, output: Path) -> None:
+    """Compile the pipeline for RECIPE; the recipe rides along as the `recipe` parameter's default."""
+    from pipelines.run import compile_pipeline
+
+    cfg = load_recipe(recipe)
+    with one_line_errors():
+        path = compile_pipeline(cfg, output)
+    click.echo(f"compiled pipeline for recipe {cfg.name} to {path}")
+
+
+@pipeline.command("submit")
+@_recipe
+@click.option("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080 (a port-forward).")
+@click.option("--experiment", default=None, help="KFP experiment (default: the recipe's registry.experiment).")
+@click.option("--run-name", default=None, help="Run name (default: <recipe>-<timestamp>).")
+@click.option("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs).")
+@click.option("--apply-deployment", is_flag=True, help="Let the deploy step apply the InferenceService.")
+@click.option("--package", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Submit this compiled YAML instead of compiling RECIPE now.")
+def submit(recipe: Path, host: str, experiment: str | None, run_name: str | None, namespace: str | None,
+           apply_deployment: bool, package: Path | None) -> None:
+    """Compile the pipeline for RECIPE and start a run on the KFP server at --host."""
+    from pipelines.run import submit_pipeline
+
+    cfg = load_recipe(recipe)
+    try:
+        out = submit_pipeline(cfg, host, experiment=experiment, run_name=run_name, namespace=namespace,
+                              arguments={"apply_deployment": apply_deployment}, package_path=package)
+    except Exception as e:  # the KFP client raises many kinds (HTTP, auth, connection): say which, in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CLIError(f"could not submit to {host}: {type(e).__name__}: {first}") from e
+    click.echo(f"submitted run {out['run_id']}: {out['url']}")
+
+
+@click.command()
+@_recipe
+@click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the local run's artifacts go (default: <work_dir>/pipeline_runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def run(recipe: Path, pipeline_root: Path | None, as_json: bool) -> None:
+    """Run the whole pipeline locally (kfp.local, one subprocess per step); exit 1 when the gate fails."""
+    from pipelines.run import run_local
+    from sifthinker.console import watch
+
+    cfg = load_recipe(recipe)
+    with watch(cfg.path("logs"), _log_name("run"), verbose=verbose()) as (console, _, log_path):
+        console.line(f"running {cfg.name} locally; full log: {log_path}")
+        try:
+            result = run_local(cfg, pipeline_root=pipeline_root)
+        except Exception as e:
+            raise CLIError(f"the local run failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r} "
+                           f"(details in {log_path})") from e
+        console.line(json.dumps(result.to_dict(), indent=1) if as_json else result.summary())
+    if result.gate_passed is False:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path), default=Path("recipes/local.yaml"),
+              show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port for the demo server (default: a free one).")
+def demo(recipe: Path, port: int | None) -> None:
+    """Run the pipeline locally, promote, serve, ask one question, draw the focus boxes.
+
+    The console shows one line per stage and a summary; everything else goes to a log file under the
+    work directory (`sifthinker -v demo` shows everything).
+    """
+    from pipelines.run import run_local
+    from sifthinker.console import watch
+    from sifthinker.demo import run_demo
+
+    cfg = load_recipe(recipe)
+    with watch(cfg.path("logs"), _log_name("demo"), verbose=verbose()) as (console, _, log_path):
+        try:
+            code = run_demo(recipe, run_local, console, port=port, log_path=log_path)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CLIError(f"the demo failed: {first} (details in {log_path})") from e
+    sys.exit(code)

@@ -1,0 +1,103 @@
+"""The one skeleton both training stages share, and the one dispatcher that runs them.
+
+A training stage (:data:`sifthinker.training.sft.SFT`, :data:`sifthinker.training.grpo.GRPO`) says only
+what differs: which records, which dataset, which TRL trainer, which metrics to summarise. Everything
+else is here, once: dispatching to several processes (:func:`run_stage`), loading the model through
+the same code path as any Qwen2.5-VL, the stage's MLflow run on rank 0, per-step metrics and progress,
+saving the merged model, and the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sifthinker.config import RunConfig
+from sifthinker.names import Stage
+from sifthinker.training.callbacks import MetricsCallback
+from sifthinker.training.common import TrainResult, train_and_save
+from sifthinker.training.datasets import load_records
+from sifthinker.training.launch import launch
+from sifthinker.training.ranks import is_main_process, processes_to_launch
+
+log = logging.getLogger(__name__)
+
+
+class TrainingStage:
+    """What a training stage defines; :func:`run_in_process` does the rest."""
+
+    name: Stage
+
+    def select(self, cfg: RunConfig, records: list[dict]) -> list[dict]:
+        """The records this stage trains on (all by default)."""
+        return records
+
+    def dataset(self, records: list[dict], root: Path) -> Any:
+        raise NotImplementedError
+
+    def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
+        """Stage-specific MLflow params (the recipe section, counts)."""
+        raise NotImplementedError
+
+    def trainer(self, cfg: RunConfig, model: Any, processor: Any, dataset: Any, work_dir: str,
+                callbacks: list[Any], overrides: dict[str, Any]) -> tuple[Any, list[str]]:
+        """The TRL trainer, and the logged metric keys whose first and final values the result reports."""
+        raise NotImplementedError
+
+    def extra_metrics(self, history: list[dict[str, float]]) -> dict[str, float]:
+        return {}
+
+
+@contextlib.contextmanager
+def _stage_run(cfg: RunConfig, stage: Stage, params: dict[str, Any]) -> Iterator[str | None]:
+    """The stage's MLflow run on rank 0 (yields its id); nothing on the other ranks (yields None)."""
+    from sifthinker import tracking
+
+    if not is_main_process():
+        yield None
+        return
+    with tracking.stage_run(cfg, stage, params) as run:
+        yield run.info.run_id
+
+
+def run_stage(stage: TrainingStage, cfg: RunConfig, train_dir: Path | str, model_dir: Path | str,
+              out_dir: Path | str, max_steps: int | None = None) -> TrainResult:
+    """Train ``stage`` from ``model_dir`` on ``train_dir``'s records; save the merged model to ``out_dir``.
+
+    With several GPUs this process starts one worker per GPU (:mod:`sifthinker.training.launch`) and
+    returns rank 0's result; otherwise it trains here. ``max_steps`` (tests, smoke runs) caps the steps.
+    """
+    if nproc := processes_to_launch():
+        return launch(stage.name, cfg, Path(train_dir), model_dir, Path(out_dir), nproc, max_steps=max_steps)
+    return run_in_process(stage, cfg, Path(train_dir), model_dir, Path(out_dir), max_steps=max_steps)
+
+
+def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
+                   max_steps: int | None = None) -> TrainResult:
+    """Train ``stage`` in this process (a single process, or one rank of a distributed launch)."""
+    from sifthinker.model.loading import load_model
+
+    records = stage.select(cfg, load_records(train_dir))
+    dataset = stage.dataset(records, train_dir)
+    model, processor = load_model(model_dir, cfg, for_training=True)
+    params = {**stage.params(cfg, model, records), "model_dir": str(model_dir), "train_dir": str(train_dir),
+              "num_records": len(records), "model.freeze_vision": cfg.model.freeze_vision}
+    work = tempfile.mkdtemp(prefix=f"{stage.name}-")
+    callback = MetricsCallback(stage.name)
+    try:
+        overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
+        with _stage_run(cfg, stage.name, params) as run_id:
+            trainer, keys = stage.trainer(cfg, model, processor, dataset, work, [callback], overrides)
+            metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
+                                     keys, extra=stage.extra_metrics)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("%s done in %.0fs: %s", stage.name, metrics["train_seconds"],
+             {k: round(v, 4) for k, v in metrics.items()})
+    return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id,
+                       stage=stage.name)

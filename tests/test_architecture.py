@@ -1,0 +1,183 @@
+"""The house rules, checked on the source: layering, no import cycles, small modules, one list of names.
+
+The import graph is read from the source with ``ast`` (every ``import`` statement, also those inside
+functions, since a lazy import is still a dependency), over ``src/``, ``components/`` and ``pipelines/``.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"sifthinker": ROOT / "src", "components": ROOT, "pipelines": ROOT}
+MAX_LINES = 400
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg, base in PACKAGES.items():
+        for path in sorted((base / pkg).rglob("*.py")):
+            parts = list(path.relative_to(base).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            if "test_component" in parts[-1] or parts[-1] == "conftest":
+                continue  # tests are not part of the import graph of the product
+            out[".".join(parts)] = path
+    return out
+
+
+def _resolve(name: str, known: dict[str, Path]) -> str | None:
+    """The longest known module that ``name`` (a module, or a module plus an attribute) starts with."""
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(known: dict[str, Path]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for mod, path in known.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+                    for _ in range(node.level - 1):
+                        pkg = pkg.rpartition(".")[0]
+                    base = f"{pkg}.{base}" if base else pkg
+                targets = [f"{base}.{a.name}" for a in node.names]
+            deps |= {r for t in targets if (r := _resolve(t, known))}
+        deps.discard(mod)
+        graph[mod] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp.append(m)
+                    if m == node:
+                        break
+                if len(comp) > 1:
+                    found.append(sorted(comp))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    """The checker itself: a two-module cycle and a self-contained chain."""
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles():
+    graph = import_graph(modules())
+    assert len(graph) > 50  # the walk found the code (a broken walk must not pass vacuously)
+    assert cycles(graph) == []
+
+
+def test_the_library_never_imports_the_kfp_layer():
+    graph = import_graph(modules())
+    bad = {m: sorted(d for d in deps if d.split(".")[0] in ("components", "pipelines"))
+           for m, deps in graph.items() if m.startswith("sifthinker")}
+    assert {m: d for m, d in bad.items() if d} == {}
+    pattern = re.compile(r"^\s*(from|import) (components|pipelines)([ .]|$)", re.M)
+    assert [p for p in (ROOT / "src").rglob("*.py") if pattern.search(p.read_text())] == []
+
+
+def test_the_product_never_names_the_shared_folder():
+    """Only tests and CI may read ../shared (through CRD_DIR): a user's clone has nothing beside it."""
+    hits = []
+    for folder in ("src", "components", "pipelines", "images", "manifests", "recipes"):
+        for p in (ROOT / folder).rglob("*"):
+            if p.is_file() and p.suffix in {".py", ".yaml", ".yml", ".json", ".toml", ""}:
+                if re.search(r"\.\./shared|shared/crds", p.read_text(errors="ignore")):
+                    hits.append(str(p.relative_to(ROOT)))
+    hits += [f for f in ("Makefile", "pyproject.toml") if "shared/" in (ROOT / f).read_text()]
+    assert hits == []
+
+
+@pytest.mark.parametrize("mod", sorted(modules()))
+def test_modules_are_small(mod):
+    path = modules()[mod]
+    assert len(path.read_text().splitlines()) <= MAX_LINES, f"{path} is over {MAX_LINES} lines: split it"
+
+
+def test_components_are_thin_and_wrap_the_library():
+    for path in sorted(ROOT.glob("components/*/component.py")):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 60, path
+        assert "from sifthinker.stages import" in text and "with stage(Stage." in text, path
+
+
+def test_stage_names_agree_with_components_and_pipeline():
+    from components import COMPONENTS
+    from sifthinker.names import STAGES, Stage
+
+    assert list(COMPONENTS) == list(STAGES)
+    assert [c.name for c in COMPONENTS.values()] == list(STAGES)  # KFP derives task names from functions
+    assert [s.value for s in Stage] == list(STAGES)
+
+
+def test_reward_names_have_one_source():
+    from sifthinker.config import GRPOConfig
+    from sifthinker.names import REWARDS
+    from sifthinker.rewards import REWARD_FUNCS
+
+    assert list(GRPOConfig().reward_weights) == list(REWARDS)
+    assert [n for n in REWARD_FUNCS if n != "total"] == list(REWARDS)
+
+
+def test_environment_variable_names_are_spelled_once():
+    """Product code names SIFTHINKER_* variables only through sifthinker.names.Env."""
+    from sifthinker.names import Env
+
+    names = {e.value for e in Env if e.value.startswith("SIFTHINKER_")}
+    offenders = []
+    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "components").rglob("component.py"),
+                 *(ROOT / "pipelines").rglob("*.py")]:
+        if path.name == "names.py":
+            continue
+        for name in names:
+            if re.search(rf"[\"']{name}[\"']", path.read_text()):
+                offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    assert offenders == []
