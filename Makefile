@@ -28,8 +28,9 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# One line per stage on the console, everything else in work/logs/; `make demo VERBOSE=1` shows it all.
 demo: setup
-	$(BIN)/sifthinker demo --recipe recipes/local.yaml
+	$(BIN)/sifthinker $(if $(VERBOSE),-v) demo --recipe recipes/local.yaml
 
 lint: setup
 	$(BIN)/ruff check src tests pipelines components benchmarks

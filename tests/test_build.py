@@ -32,6 +32,7 @@ def test_build_records_from_a_handmade_source(tmp_path):
     summary = build_records(ListSource(), 2, 0, tmp_path, progress=False)
     assert summary.num_records == 2
     assert summary.rejections == [{"id": "full", "reason": "too few focus steps: 1 (the evidence fills the image)"}]
+    assert summary.headline() == "2 train records (1 rejected)"
     recs = load_records(tmp_path)
     assert [r["id"] for r in recs] == ["a", "b"]
     r = recs[1]
@@ -66,3 +67,104 @@ def test_synthetic_build_every_trace_starts_full_and_ends_at_gt(tmp_path):
     a = [r["messages"][1]["content"] for r in load_records(tmp_path)]
     b = [r["messages"][1]["content"] for r in load_records(other)]
     assert a == b
+
+
+# ---- all or nothing: interrupted, failed and repeated builds -----------------------------------------
+
+
+class InterruptingSource(ListSource):
+    """The hand-made items, then Ctrl-C while the builder asks for the next one."""
+
+    def items(self, seed):
+        for i, item in enumerate(super().items(seed)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield item
+
+
+def _snapshot(folder):
+    """Every file under folder with its bytes (None when the folder does not exist)."""
+    if not folder.exists():
+        return None
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _hidden(parent):
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_interrupted_build_into_a_new_folder_leaves_nothing(tmp_path):
+    out = tmp_path / "d"
+    with pytest.raises(KeyboardInterrupt):
+        build_records(InterruptingSource(), 3, 0, out, progress=False)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temp folder, no orphan image
+
+
+def test_interrupted_or_failed_rebuild_keeps_the_previous_dataset(tmp_path):
+    out = tmp_path / "d"
+    build_records(ListSource(), 2, 0, out, progress=False)
+    before = _snapshot(out)
+    assert len(before) == 2 + 2 * 3  # records.json, manifest.json, 2 x (image, depth png, depth npy)
+    with pytest.raises(KeyboardInterrupt):
+        build_records(InterruptingSource(), 3, 0, out, progress=False)
+    assert _snapshot(out) == before
+    with pytest.raises(RuntimeError, match="rejected"):
+        build_records(ListSource(), 5, 0, out, progress=False, max_rejections=0)
+    assert _snapshot(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_rebuild_with_fewer_records_leaves_no_stale_files(tmp_path):
+    out = tmp_path / "d"
+    build_records(SyntheticSource(96, 72), 6, 0, out, progress=False)
+    assert len(list((out / "images").iterdir())) == 6 and len(list((out / "depth").iterdir())) == 12
+    summary = build_records(SyntheticSource(96, 72), 2, 1, out, progress=False)
+    assert summary.out_dir == str(out)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png"]
+    assert len(list((out / "depth").iterdir())) == 4 and len(list(out.rglob("*"))) == 2 + 2 + 2 + 4
+    assert [r["id"] for r in load_records(out)] == ["synthetic-s1-000000", "synthetic-s1-000001"]
+    assert _hidden(tmp_path) == []
+
+
+def test_build_into_an_existing_empty_folder_keeps_its_path(tmp_path):
+    out = tmp_path / "artifact"  # a KFP output artifact: created (empty) before the component runs
+    out.mkdir()
+    summary = build_records(ListSource(), 2, 0, out, progress=False)
+    assert summary.out_dir == str(out) and json.loads((out / "manifest.json").read_text())["out_dir"] == str(out)
+    assert [r["id"] for r in load_records(out)] == ["a", "b"] and _hidden(tmp_path) == []
+
+
+def test_a_folder_that_is_not_a_dataset_is_never_replaced(tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="holds no SIF dataset"):
+        build_records(ListSource(), 2, 0, tmp_path / "home", progress=False)
+    assert _snapshot(tmp_path / "home") == {"notes.txt": b"keep me"} and _hidden(tmp_path) == []
+
+
+def test_cli_unwritable_output_is_one_line_without_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from sifthinker.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(main, ["data", "build", "--num", "2", "--out", str(blocker / "x")])
+    assert res.exit_code == 1
+    assert res.output == f"error: cannot write to {blocker / 'x'}: Not a directory: '{blocker}'\n"
+    assert "Traceback" not in res.output and blocker.read_text() == "x"
+
+
+def test_cli_interrupted_build_says_nothing_was_written(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from sifthinker.cli import main
+    from sifthinker.data import build
+
+    monkeypatch.setitem(build.SOURCES, "synthetic", lambda width, height: InterruptingSource())
+    out = tmp_path / "d"
+    res = CliRunner().invoke(main, ["data", "build", "--num", "3", "--out", str(out)])
+    assert res.exit_code == 130
+    assert res.output.strip().splitlines()[-1] == f"interrupted: nothing written to {out}"
+    assert "Traceback" not in res.output and list(tmp_path.iterdir()) == []

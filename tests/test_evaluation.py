@@ -1,4 +1,6 @@
+import base64
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -177,7 +179,50 @@ def test_evaluate_with_fake_oracle_writes_everything(ds, tmp_path):
     cats = [next(r["category"] for r in recs if r["id"] in p.name) for p in res.renders]
     assert cats[:2] == ["depth", "counting"]  # round-robin over categories
     html = res.report_html.read_text()
-    assert "accuracy/counting" in html and "renders/" in html and res.chart.is_file()
+    assert "accuracy/counting" in html and res.chart.is_file()
+    # Self-contained: the chart and all 3 renders are embedded, and the files stay on disk too.
+    uris = _img_sources(html)
+    assert len(uris) == 4 and [_png_bytes(u) for u in uris] == [p.read_bytes() for p in [res.chart, *res.renders]]
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def _img_sources(html: str) -> list[str]:
+    return re.findall(r"<img src='([^']*)'", html)
+
+
+def _png_bytes(uri: str) -> bytes:
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix), uri[:60]
+    return base64.b64decode(uri[len(prefix):], validate=True)
+
+
+def test_report_embeds_chart_and_renders_as_data_uris(ds, tmp_path):
+    from sifthinker.evaluation.report import category_accuracy_chart, write_html_report
+
+    root, recs = ds
+    preds = [r["messages"][1]["content"] for r in recs]
+    scores = score_predictions(recs, preds, root)
+    chart = category_accuracy_chart(scores.metrics, tmp_path / "out" / "chart.png")
+    renders = []
+    for i, colour in enumerate(((255, 0, 0), (0, 0, 255))):
+        renders.append(tmp_path / "out" / "renders" / f"{i}.png")
+        renders[-1].parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 6), colour).save(renders[-1])
+    # The report in another folder than its images: relative links would break, data URIs cannot.
+    report = write_html_report(tmp_path / "elsewhere" / "report.html", scores.metrics, scores.items, preds,
+                               chart=chart, renders=renders)
+    html = report.read_text()
+    assert html.count("<img ") == 3 and html.count("data:image/png;base64,") == 3
+    decoded = [_png_bytes(u) for u in _img_sources(html)]
+    assert decoded == [chart.read_bytes(), renders[0].read_bytes(), renders[1].read_bytes()]
+    assert Image.open(renders[1]).getpixel((0, 0)) == (0, 0, 255) and decoded[1] != decoded[2]
+    assert "renders/" not in html and "chart.png" not in html
+    not_png = tmp_path / "x.png"
+    not_png.write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match="not a PNG"):
+        write_html_report(tmp_path / "r.html", scores.metrics, scores.items, preds, chart=not_png)
 
 
 def test_evaluate_with_corrupted_fake_and_batches(ds, tmp_path):

@@ -117,8 +117,108 @@ def test_box_reward_lenient_areas() -> None:
     # Out-of-range and reversed corners are clipped, not fatal.
     weird = sif([area((-0.5, 0.2, 0.6, 0.6)), area((0.6, 0.6, 0.2, 0.2))])
     assert box_reward([weird], gt_boxes=[[G]]) == [0.0]
-    assert box_reward([sif([area(G)])], gt_boxes=[None]) == [0.0]
-    assert box_reward([sif([area(G)])], gt_boxes=[[[0.1, 0.2]]]) == [0.0]
+
+
+def test_box_reward_reads_sif50k_column_like_gt_boxes() -> None:
+    # The same completions and hand-computed values as test_box_reward_progress_term, with G given as
+    # the released SIF-50K column, both as a dict and as its JSON text.
+    half = (0.2, 0.2, 0.6, 0.4)
+    comps = [
+        sif([area(FULL), area(half), area(G)]),  # 1 + (1 - .5) = 1.5
+        sif([area(FULL), area(G), area(half)]),  # .5, progress clipped
+        sif([area(FULL), area(G)]),  # 1
+        sif([area(FULL)]),  # .16
+        sif([area((0.7, 0.7, 0.9, 0.9)), area(G)]),  # 2
+    ]
+    nsr = {"bbox_3d": [list(G)], "illegal_content": False}
+    expected = [1.5, 0.5, 1.0, 0.16, 2.0]
+    assert box_reward(comps, normalized_solution_round=[nsr] * 5) == pytest.approx(expected)
+    assert box_reward(comps, normalized_solution_round=[json.dumps(nsr)] * 5) == pytest.approx(expected)
+    # Two GT boxes (test_box_reward_multi_box): start .75, end 1 -> 1.25, from either column.
+    g2 = [[0.0, 0.0, 0.4, 0.4], [0.6, 0.6, 1.0, 1.0]]
+    comp = sif([area(FULL), area(tuple(g2[0])), area(tuple(g2[1]), tuple(g2[0]))])
+    assert box_reward([comp], normalized_solution_round=[json.dumps({"bbox_3d": g2})]) == pytest.approx([1.25])
+    # When both columns are present, ours wins: here they disagree and gt_boxes decides.
+    both = box_reward([sif([area(G)])], gt_boxes=[[G]], normalized_solution_round=[{"bbox_3d": g2}])
+    assert both == pytest.approx([1.0])
+
+
+# ---- ground truth: missing or unusable columns are data bugs, not zero rewards -----------------------
+
+
+def test_missing_ground_truth_columns_raise_naming_them() -> None:
+    comp = sif([area(FULL), area(G)])
+    with pytest.raises(ValueError, match="box_reward") as box_err:
+        box_reward([comp], response=["x"])
+    assert "'gt_boxes'" in str(box_err.value) and "'normalized_solution_round'" in str(box_err.value)
+    with pytest.raises(ValueError, match="answer_reward needs the ground-truth column 'response'"):
+        answer_reward([comp], gt_boxes=[[G]])
+    with pytest.raises(ValueError, match="'response'"):
+        make_answer_reward(MemoryProgressStore())([comp], problem=["q"])
+    with pytest.raises(ValueError, match="depth_reward needs the ground-truth column 'depth_map'"):
+        depth_reward([comp], gt_boxes=[[G]])
+    # A column of None (how a dataset spells an absent column) counts as missing too.
+    with pytest.raises(ValueError, match="'depth_map'"):
+        depth_reward([comp], depth_map=None)
+
+
+def test_total_propagates_ground_truth_errors_and_skips_zero_weights() -> None:
+    comp = sif([area(FULL), area(G)])
+    kw = {k: v for k, v in cols(1).items() if k != "depth_map"}
+    with pytest.raises(ValueError, match="'depth_map'"):
+        total_reward([comp], **kw)
+    with pytest.raises(ValueError, match="'depth_map'"):
+        get_reward_funcs(["total"])[0]([comp], **kw)
+    # A 0-weight component does not demand its column: format 1 + answer 1 + box 1 = 3.
+    assert make_total_reward({"depth": 0.0})([comp], **kw) == [3.0]
+    # Only the format reward left: no ground truth needed at all.
+    assert make_total_reward({"answer": 0, "box": 0, "depth": 0})([comp, "junk"]) == [1.0, 0.0]
+
+
+def test_unusable_ground_truth_rows_raise_naming_column_and_row(tmp_path: Path) -> None:
+    comp = sif([area(G)])
+    cases = [
+        ({"gt_boxes": [[G], None]}, box_reward, "column 'gt_boxes', row 1: no ground-truth boxes"),
+        ({"gt_boxes": [[G], []]}, box_reward, "column 'gt_boxes', row 1: no ground-truth boxes"),
+        ({"gt_boxes": [[[0.1, 0.2]], [G]]}, box_reward, "column 'gt_boxes', row 0: not a list"),
+        # pixels where per-axis normalised boxes belong (spec 6): not silently ~0
+        ({"gt_boxes": [[G], [[10, 20, 30, 40]]]}, box_reward, "row 1: boxes outside \\[0, 1\\]"),
+        ({"gt_boxes": [[(0.5, 0.2, 0.4, 0.6)], [G]]}, box_reward, "row 0: a box with x2 <= x1"),
+        ({"normalized_solution_round": [{"bbox_3d": []}] * 2}, box_reward,
+         "column 'normalized_solution_round', row 0: no ground-truth boxes"),
+        ({"normalized_solution_round": [{"bbox_3d": [G]}, {"illegal_content": False}]}, box_reward,
+         "column 'normalized_solution_round', row 1: expected a mapping with 'bbox_3d'"),
+        ({"normalized_solution_round": ['{"bbox_3d": [[0, 0, 1, 1]]}', "{bbox_3d"]}, box_reward,
+         "column 'normalized_solution_round', row 1: not valid JSON"),
+        ({"normalized_solution_round": [None, None]}, box_reward,
+         "column 'normalized_solution_round', row 0: expected a mapping with 'bbox_3d', got None"),
+        ({"response": ["yes", None]}, answer_reward, "column 'response', row 1: no ground-truth answer"),
+        ({"response": ["  ", "yes"]}, answer_reward, "column 'response', row 0: no ground-truth answer"),
+        ({"response": ["yes", float("nan")]}, answer_reward, "column 'response', row 1"),
+        ({"depth_map": [np.zeros((4, 4)), None]}, depth_reward, "column 'depth_map', row 1: no depth map"),
+        ({"depth_map": [np.zeros((4, 4)), np.zeros(4)]}, depth_reward, "row 1: .*finite 2-D array"),
+        ({"depth_map": [np.full((4, 4), np.nan), np.zeros((4, 4))]}, depth_reward, "row 0: .*finite 2-D"),
+    ]
+    for columns, fn, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fn([comp, comp], **columns)
+    missing = tmp_path / "missing.npy"
+    with pytest.raises(ValueError, match=f"column 'depth_map', row 0: depth map file not found: '{missing}'"):
+        depth_reward([comp], depth_map=[str(missing)])
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_text("not an array")
+    with pytest.raises(ValueError, match="column 'depth_map', row 0: cannot read depth map"):
+        depth_reward([comp], depth_map=[garbage])
+    # The record id, when the dataset has one, says which record to fix.
+    with pytest.raises(ValueError, match=r"row 1 \(id 'rec-7'\): no ground-truth boxes"):
+        box_reward([comp, comp], gt_boxes=[[G], None], id=["rec-3", "rec-7"])
+
+
+def test_malformed_completion_with_good_ground_truth_still_scores_zero() -> None:
+    kw = cols(2)
+    assert box_reward(["", "<area>[{oops</area>"], **kw) == [0.0, 0.0]
+    assert depth_reward([None, chat(None)], **kw) == [0.0, 0.0]
+    assert answer_reward(["<answer>", 42], **kw) == [0.0, 0.0]
 
 
 # ---- r_depth ----------------------------------------------------------------------------------------
@@ -147,8 +247,6 @@ def test_depth_reward_fraction_and_pixels(tmp_path: Path) -> None:
     # A sub-pixel box still covers one pixel: x in [0.01, 0.02] -> column 0.
     tiny = sif([json.dumps([{"bbox_2d": [0.01, 0.0, 0.02, 0.05], "depth": 0.2}])])
     assert depth_reward([tiny], depth_map=[dm]) == [1.0]
-    assert depth_reward([comp], depth_map=[str(tmp_path / "missing.npy")]) == [0.0]
-    assert depth_reward([comp], depth_map=[None]) == [0.0]
 
 
 # ---- r_answer and its progress term -----------------------------------------------------------------

@@ -1,196 +1,240 @@
 """One config object per run: `RunConfig`, loaded from a recipe YAML (recipes/*.yaml).
 
-Unknown keys are errors (a typo must not silently fall back to a default). Relative paths in the recipe
-are resolved against `work_dir`, which defaults to `./work` and can be overridden by SIFTHINKER_WORK_DIR.
+Unknown keys are errors (a typo must not silently fall back to a default), and so are values out of
+range: every field carries, as in TRL's configs, ``metadata={"help": ...}`` plus its constraints
+(``ge``, ``gt``, ``le``, ``lt``, ``choices``, ...), and one checker (:mod:`sifthinker.schema`, run
+on every section as it is built) enforces them, naming the key path (``recipe.data.num_train: must be
+>= 1, got -5``). ``describe_fields()`` lists every key with its type, default and help. Relative paths
+in the recipe are resolved against `work_dir`, which defaults to `./work` and can be overridden by
+SIFTHINKER_WORK_DIR.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sifthinker.names import REWARDS, Env
+from sifthinker.schema import ConfigError, FieldDoc, build, read_yaml
+from sifthinker.schema import describe_fields as _describe
 
-class ConfigError(ValueError):
-    """A recipe that cannot be loaded; the message names the offending key."""
+__all__ = ["ConfigError", "FieldDoc", "RunConfig", "describe_fields"]
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+       **rules: Any) -> Any:
+    """A dataclass field with TRL-style ``metadata={"help": ...}`` and its value constraints."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **rules})
+
+
+# Kubernetes syntax, checked here so that a typo fails at load time, not at submission.
+_DNS1035 = (r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS-1035 label (lower-case letters, digits, '-'; a letter first)")
+_DNS1123 = (r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS-1123 label (lower-case letters, digits, '-')")
+_SUBDOMAIN = (r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", "a DNS-1123 subdomain (lower-case letters, digits, '-', '.')")
+_QUANTITY = (r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?", "a Kubernetes quantity such as 500m, 16Gi")
+_ENV_NAME = (r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"
-    num_train: int = 160
-    num_eval: int = 40
-    seed: int = 0
-    eval_seed: int = 100_000  # far from the train seed so held-out scenes never repeat train scenes
-    width: int = 320
-    height: int = 240
-    balance_tolerance: float = 0.25
-    source_path: str | None = None  # for file-backed sources (e.g. a VisCoT JSON)
+    source: str = _f("synthetic", "Where items come from (a name in sifthinker.data.build.SOURCES).", nonempty=True)
+    num_train: int = _f(160, "Records in the train split.", ge=1)
+    num_eval: int = _f(40, "Records in the held-out eval split.", ge=1)
+    seed: int = _f(0, "Seed of the train split (same seed, same dataset).", ge=0)
+    eval_seed: int = _f(100_000, "Seed of the eval split; far from `seed` so eval scenes never repeat train "
+                                 "scenes.", ge=0)
+    width: int = _f(320, "Width in pixels of generated images.", ge=32)
+    height: int = _f(240, "Height in pixels of generated images.", ge=32)
+    balance_tolerance: float = _f(0.25, "Data validation: each category's share must lie within "
+                                        "(1 +- tol) / num_categories.", gt=0, lt=1)
+    source_path: str | None = _f(None, "Input file or folder of file-backed sources (e.g. a VisCoT JSON).")
 
 
 @dataclass
 class TinyModelConfig:
     """Shape of the locally built tiny Qwen2.5-VL (random weights; only for CPU runs and tests)."""
 
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    vision_hidden_size: int = 32
-    vision_depth: int = 1
-    vision_heads: int = 2
-    vocab_size: int = 1000
-    seed: int = 0
+    hidden_size: int = _f(64, "Language model hidden size.", ge=1)
+    intermediate_size: int = _f(128, "Language model MLP size.", ge=1)
+    num_layers: int = _f(2, "Language model layers.", ge=1)
+    num_heads: int = _f(4, "Attention heads.", ge=1)
+    num_kv_heads: int = _f(2, "Key/value heads (grouped-query attention).", ge=1)
+    vision_hidden_size: int = _f(32, "Vision tower hidden size.", ge=1)
+    vision_depth: int = _f(1, "Vision tower blocks.", ge=1)
+    vision_heads: int = _f(2, "Vision tower attention heads.", ge=1)
+    vocab_size: int = _f(1000, "Size of the locally trained tokenizer's vocabulary.", ge=1)
+    seed: int = _f(0, "Seed of the random initial weights.", ge=0)
 
 
 @dataclass
 class LoraConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
+    r: int = _f(8, "LoRA rank.", ge=1)
+    alpha: int = _f(16, "LoRA alpha (the update is scaled by alpha / r).", ge=1)
+    dropout: float = _f(0.0, "Dropout on the LoRA input.", ge=0, lt=1)
+    target_modules: str | list[str] = _f("all-linear", "Modules that get adapters: 'all-linear' or a list of "
+                                                       "module names.", nonempty=True)
 
 
 @dataclass
 class ModelConfig:
-    base: str = "tiny"  # "tiny" builds the tiny model; otherwise a hub id or a local folder
-    cache_dir: str = "models"
-    min_pixels: int = 56 * 56
-    max_pixels: int = 112 * 112
-    torch_dtype: str = "float32"
-    attn_implementation: str = "sdpa"
-    freeze_vision: bool = True
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    base: str = _f("tiny", "'tiny' builds the tiny model; otherwise a hub id or a local folder.", nonempty=True)
+    cache_dir: str = _f("models", "Where built and downloaded base models are kept (under work_dir).", nonempty=True)
+    min_pixels: int = _f(56 * 56, "Smallest image area (pixels) after the processor's resize.", ge=1)
+    max_pixels: int = _f(112 * 112, "Largest image area (pixels) after the processor's resize.",
+                         ge_field="min_pixels")
+    torch_dtype: str = _f("float32", "Weight dtype.", choices=("float32", "bfloat16", "float16", "auto"))
+    attn_implementation: str = _f("sdpa", "transformers attention implementation (sdpa, eager, "
+                                          "flash_attention_2).", nonempty=True)
+    freeze_vision: bool = _f(True, "Keep the vision tower and projector frozen in training.")
+    tiny: TinyModelConfig = _f(help="Shape of the tiny model (used when base is 'tiny').", factory=TinyModelConfig)
 
 
 @dataclass
 class SFTConfig:
-    epochs: float = 3.0
-    learning_rate: float = 1e-4
-    per_device_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 2048
-    warmup_ratio: float = 0.1
-    lr_scheduler: str = "cosine"
-    lora: LoraConfig | None = None  # None = full fine-tune (tiny model); the paper uses r=8, alpha=16
-    logging_steps: int = 5
-    deepspeed: str | None = None  # path to a DeepSpeed JSON for multi-GPU profiles
+    epochs: float = _f(3.0, "Training epochs (fractions allowed).", gt=0)
+    learning_rate: float = _f(1e-4, "Peak learning rate.", gt=0)
+    per_device_batch_size: int = _f(4, "Sequences per device per step.", ge=1)
+    gradient_accumulation_steps: int = _f(1, "Steps whose gradients are summed before an update.", ge=1)
+    max_length: int = _f(2048, "Token cutoff per sequence.", ge=1)
+    warmup_ratio: float = _f(0.1, "Share of the steps spent warming the learning rate up.", ge=0, le=1)
+    lr_scheduler: str = _f("cosine", "transformers scheduler name (cosine, linear, constant, ...).", nonempty=True)
+    lora: LoraConfig | None = _f(None, "LoRA adapters (merged at the end); null: full fine-tune. The paper: "
+                                       "r=8, alpha=16.")
+    logging_steps: int = _f(5, "Log metrics every this many steps.", ge=1)
+    deepspeed: str | None = _f(None, "Path to a DeepSpeed JSON config for multi-GPU profiles.", nonempty=True)
 
 
 @dataclass
 class GRPOConfig:
-    num_items: int = 32
-    num_generations: int = 8
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    temperature: float = 1.0
-    max_completion_length: int = 256
-    beta: float = 0.04
-    learning_rate: float = 1e-5
-    epochs: float = 1.0
-    max_steps: int = -1
-    lora: LoraConfig | None = None
-    reward_weights: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "answer": 1.0, "box": 1.0, "depth": 1.0})
-    progress_store: str = "progress.sqlite"
-    logging_steps: int = 1
-    deepspeed: str | None = None
-    use_vllm: bool = False
+    num_items: int = _f(32, "Prompts trained on (the first records of the train split); 0: all.", ge=0)
+    num_generations: int = _f(8, "Rollouts per prompt: the group the advantage is computed in.", ge=2)
+    per_device_batch_size: int = _f(8, "Completions per device per step.", ge=1)
+    gradient_accumulation_steps: int = _f(1, "Steps whose gradients are summed before an update.", ge=1)
+    # > 0, not >= 0: TRL divides the logits by it, and greedy rollouts would make every group identical.
+    temperature: float = _f(1.0, "Sampling temperature of the rollouts.", gt=0)
+    max_completion_length: int = _f(256, "Most tokens generated per rollout.", ge=1)
+    beta: float = _f(0.04, "KL coefficient to the starting model (k3 estimator); 0 disables the KL term.", ge=0)
+    learning_rate: float = _f(1e-5, "Peak learning rate.", gt=0)
+    epochs: float = _f(1.0, "Passes over the prompts (fractions allowed).", gt=0)
+    max_steps: int = _f(-1, "Stop after this many optimiser steps; -1: run all epochs.", ge=1, allow=(-1,))
+    lora: LoraConfig | None = _f(None, "LoRA adapters (merged at the end); the paper: r=64, alpha=128, "
+                                       "dropout 0.05.")
+    reward_weights: dict[str, float] = _f(help="Weight per reward (format, answer, box, depth); a missing or "
+                                               "0-weight reward is not computed.",
+                                          factory=lambda: dict.fromkeys(REWARDS, 1.0), keys=REWARDS, ge=0,
+                                          any_positive=True)
+    progress_store: str = _f("progress.sqlite", "SQLite file of the answer-progress records (under work_dir).",
+                             nonempty=True)
+    logging_steps: int = _f(1, "Log metrics every this many steps.", ge=1)
+    deepspeed: str | None = _f(None, "Path to a DeepSpeed JSON config for multi-GPU profiles.", nonempty=True)
+    use_vllm: bool = _f(False, "Generate rollouts with vLLM.")
 
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = 256
-    batch_size: int = 8
-    num_render: int = 4
+    max_new_tokens: int = _f(256, "Most tokens generated per eval item.", ge=1)
+    batch_size: int = _f(8, "Eval items generated together.", ge=1)
+    num_render: int = _f(4, "Traces drawn on their images for the report.", ge=0)
 
 
 @dataclass
 class GateConfig:
-    # metric name -> minimum value; every threshold must hold for the gate to pass
-    thresholds: dict[str, float] = field(default_factory=lambda: {"format_validity": 0.8})
+    thresholds: dict[str, float] = _f(help="Metric name -> minimum value; every threshold must hold for the "
+                                           "gate to pass.", factory=lambda: {"format_validity": 0.8})
 
 
 @dataclass
 class RegistryConfig:
-    tracking_uri: str | None = None  # None: sqlite:///<work_dir>/mlflow.db (embedded default)
-    artifact_root: str | None = None  # None: <work_dir>/mlartifacts
-    experiment: str = "sifthinker"
-    model_name: str = "sifthinker"
+    tracking_uri: str | None = _f(None, "MLflow tracking URI; null: MLFLOW_TRACKING_URI, else "
+                                        "sqlite:///<work_dir>/mlflow.db.", nonempty=True)
+    artifact_root: str | None = _f(None, "Artifact root of the embedded store; null: <work_dir>/mlartifacts.",
+                                   nonempty=True)
+    experiment: str = _f("sifthinker", "MLflow experiment of every stage's runs.", nonempty=True)
+    model_name: str = _f("sifthinker", "Registered model name.", nonempty=True)
 
 
 @dataclass
 class ServingConfig:
-    name: str = "sifthinker"
-    namespace: str = "default"
-    port: int = 8080
-    max_new_tokens: int = 256
-    runtime_image: str = "ghcr.io/sifthinker/sifthinker-serve:0.1.0"
-    storage_uri_prefix: str | None = None  # e.g. s3://models; None: the MLflow artifact URI
-    service_account: str | None = None
-    gpu: int = 0
+    name: str = _f("sifthinker", "InferenceService name.", pattern=_DNS1035)
+    namespace: str = _f("default", "Kubernetes namespace of the InferenceService.", pattern=_DNS1123)
+    port: int = _f(8080, "HTTP port of the model server.", ge=1, le=65535)
+    max_new_tokens: int = _f(256, "Most tokens generated per request.", ge=1)
+    runtime_image: str = _f("ghcr.io/sifthinker/sifthinker-serve:0.1.0", "Container image of the model server.",
+                            nonempty=True)
+    storage_uri_prefix: str | None = _f(None, "Where KServe fetches models, e.g. s3://models; null: the MLflow "
+                                              "artifact URI.", nonempty=True)
+    service_account: str | None = _f(None, "Service account of the predictor (storage credentials).",
+                                     pattern=_SUBDOMAIN)
+    gpu: int = _f(0, "GPUs per predictor replica.", ge=0)
 
 
 @dataclass
 class Toleration:
-    key: str
-    operator: str = "Equal"
-    value: str | None = None
-    effect: str = "NoSchedule"
+    key: str = _f(help="Taint key tolerated.")
+    operator: str = _f("Equal", "Equal (key and value match) or Exists (any value).", choices=("Equal", "Exists"))
+    value: str | None = _f(None, "Taint value (with operator Equal).")
+    effect: str = _f("NoSchedule", "Taint effect tolerated.", choices=("NoSchedule", "PreferNoSchedule",
+                                                                       "NoExecute"))
 
 
 @dataclass
 class GPUConfig:
-    count: int = 0
-    resource: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[Toleration] = field(default_factory=list)
-    shm_size: str | None = None  # memory-backed /dev/shm size, e.g. "16Gi" (NCCL and dataloaders need it)
-    cpu: str | None = None
-    memory: str | None = None
+    count: int = _f(0, "Accelerators per GPU step; 0: GPU steps run like CPU steps.", ge=0)
+    resource: str = _f("nvidia.com/gpu", "Extended resource name of the accelerator.", nonempty=True)
+    node_selector: dict[str, str] = _f(help="Node labels a GPU step must run on.", factory=dict)
+    tolerations: list[Toleration] = _f(help="Taints GPU steps tolerate.", factory=list)
+    shm_size: str | None = _f(None, "Memory-backed /dev/shm size, e.g. 16Gi (NCCL and dataloaders need it).",
+                              pattern=_QUANTITY)
+    cpu: str | None = _f(None, "CPU request and limit of a GPU step.", pattern=_QUANTITY)
+    memory: str | None = _f(None, "Memory request and limit of a GPU step.", pattern=_QUANTITY)
 
 
 @dataclass
 class SecretEnv:
-    secret: str
-    env: dict[str, str] = field(default_factory=dict)  # secret key -> environment variable
+    secret: str = _f(help="Kubernetes secret name.", pattern=_SUBDOMAIN)
+    env: dict[str, str] = _f(help="Secret key -> environment variable it is exposed as.", factory=dict,
+                             pattern=_ENV_NAME)
 
 
 @dataclass
 class PlatformConfig:
-    image: str = "ghcr.io/sifthinker/sifthinker:0.1.0"
-    gpu_image: str = "ghcr.io/sifthinker/sifthinker-train:0.1.0"
-    gpu: GPUConfig = field(default_factory=GPUConfig)
-    gpu_steps: list[str] = field(default_factory=lambda: ["sft", "grpo-sif"])
-    secrets: list[SecretEnv] = field(default_factory=list)
-    workspace_pvc: str | None = None  # a PVC mounted at /workspace for models and data on a cluster
-    env: dict[str, str] = field(default_factory=dict)
+    image: str = _f("ghcr.io/sifthinker/sifthinker:0.1.0", "Container image of CPU steps.", nonempty=True)
+    gpu_image: str = _f("ghcr.io/sifthinker/sifthinker-train:0.1.0", "Container image of GPU steps.",
+                        nonempty=True)
+    gpu: GPUConfig = _f(help="Accelerators, scheduling and resources of GPU steps.", factory=GPUConfig)
+    gpu_steps: list[str] = _f(help="Pipeline steps that run on GPU nodes (names from sifthinker.names.STAGES).",
+                              factory=lambda: ["sft", "grpo-sif"])
+    secrets: list[SecretEnv] = _f(help="Secrets exposed as environment variables in every step.", factory=list)
+    workspace_pvc: str | None = _f(None, "PVC mounted at /workspace for models and data on a cluster.",
+                                   pattern=_SUBDOMAIN)
+    env: dict[str, str] = _f(help="Extra environment variables of every step.", factory=dict)
 
 
 @dataclass
 class RunConfig:
-    name: str = "local"
-    work_dir: str = "work"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-    registry: RegistryConfig = field(default_factory=RegistryConfig)
-    serving: ServingConfig = field(default_factory=ServingConfig)
-    platform: PlatformConfig = field(default_factory=PlatformConfig)
+    name: str = _f("local", "Run profile name (shown in reports and MLflow).", nonempty=True)
+    work_dir: str = _f("work", "Folder relative recipe paths resolve against (SIFTHINKER_WORK_DIR overrides).",
+                       nonempty=True)
+    data: DataConfig = _f(help="Dataset build.", factory=DataConfig)
+    model: ModelConfig = _f(help="Base model and processor.", factory=ModelConfig)
+    sft: SFTConfig = _f(help="SFT warm-up.", factory=SFTConfig)
+    grpo: GRPOConfig = _f(help="GRPO-SIF.", factory=GRPOConfig)
+    eval: EvalConfig = _f(help="Evaluation.", factory=EvalConfig)
+    gate: GateConfig = _f(help="Promotion gate.", factory=GateConfig)
+    registry: RegistryConfig = _f(help="MLflow tracking and model registry.", factory=RegistryConfig)
+    serving: ServingConfig = _f(help="KServe model server.", factory=ServingConfig)
+    platform: PlatformConfig = _f(help="Cluster settings applied at pipeline compile time.", factory=PlatformConfig)
 
     # -- paths -------------------------------------------------------------------------------------
     @property
     def work_path(self) -> Path:
-        return Path(os.environ.get("SIFTHINKER_WORK_DIR") or self.work_dir).resolve()
+        return Path(os.environ.get(Env.WORK_DIR) or self.work_dir).resolve()
 
     def path(self, rel: str) -> Path:
         """A recipe path resolved against the work directory (absolute paths stay as they are)."""
@@ -201,7 +245,7 @@ class RunConfig:
     def tracking_uri(self) -> str:
         if self.registry.tracking_uri:
             return self.registry.tracking_uri
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.work_path / 'mlflow.db'}"
+        return os.environ.get(Env.MLFLOW_TRACKING_URI) or f"sqlite:///{self.work_path / 'mlflow.db'}"
 
     @property
     def artifact_root(self) -> str:
@@ -214,75 +258,28 @@ class RunConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def validate(self) -> RunConfig:
+        """Check every value of a config built or changed in code (loading checks already); returns self."""
+        build(RunConfig, self.to_dict(), "recipe")  # the same checks as loading, on a plain copy
+        return self
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _build(cls, data, "recipe")
+        return build(cls, data, "recipe")
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise ConfigError(f"recipe not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
+        if not p.is_file():
+            raise ConfigError(f"recipe {p} is not a file")
+        data = read_yaml(p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a recipe is a mapping at the top level")
         return cls.from_dict(data)
 
 
-def _build(tp: Any, value: Any, where: str) -> Any:
-    """Build a (nested) dataclass or typed value from plain YAML data, with key paths in errors."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        last: Exception | None = None
-        for a in args:
-            try:
-                return _build(a, value, where)
-            except ConfigError as e:
-                last = e
-        raise last or ConfigError(f"{where}: invalid value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-        kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
-        try:
-            return tp(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"{where}: {e}") from e
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
-        (a,) = typing.get_args(tp)
-        return [_build(a, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        _, vt = typing.get_args(tp)
-        return {str(k): _build(vt, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)  # YAML reads 1e-4 as a string
-        except ValueError as e:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from e
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
+def describe_fields(tp: Any = None, prefix: str = "") -> Iterator[FieldDoc]:
+    """(key path, type, default, help) of every recipe key, sections first then their keys, in order."""
+    return _describe(tp or RunConfig, prefix)

@@ -1,33 +1,28 @@
 """The four GRPO-SIF rewards (spec 3) with TRL's reward-function signature.
 
 Every function is ``f(completions, **columns) -> list[float]``. A completion is a plain string or a
-conversational list of messages (``[{"role": "assistant", "content": str | [{"type": "text",
-"text": ...}]}]``; the last assistant message is scored). Columns are lists aligned with the
-completions (TRL repeats each row once per rollout): ``response`` (GT answer), ``answer_type``
-(optional; inferred from the GT), ``problem`` and ``image`` (the progress key), ``gt_boxes`` (per-axis
-normalised boxes), ``depth_map`` (path to a float16 ``.npy`` of relative depth, or an array), and the
-optional ``options`` (letter -> text, or a list of texts for A, B, ...) and ``candidates`` (object
-names) for the verifier. Unknown columns (TRL's ``prompts``, ``trainer_state``...) are ignored.
+conversational message list (the last assistant message is scored). Columns are lists aligned with
+the completions (TRL repeats each row per rollout): ``response`` (GT answer), ``answer_type``
+(optional), ``problem`` and ``image`` (the progress key), GT boxes as ``gt_boxes`` (per-axis
+normalised) or SIF-50K's ``normalized_solution_round`` (``{"bbox_3d": [...]}`` or its JSON text),
+``depth_map`` (a float ``.npy`` path or an array), optional ``options`` / ``candidates`` for the
+verifier and ``id`` for error messages. Other columns (TRL's ``prompts``, ...) are ignored.
 
-Rewards never raise on a malformed completion: each reward reads what it needs leniently
-(``trace.extract_answer`` / ``trace.extract_areas``) and scores 0 only what it cannot read. So a
-completion with a broken format but a correct ``<answer>`` gets r_format = 0 and still gets answer
-credit, and broken JSON in one ``<area>`` costs only that area. Misaligned columns are a caller bug
-and do raise ``ValueError``.
+Blame decides between 0 and an error. A malformed completion is the model's fault and scores 0: each
+reward reads leniently (``trace.extract_answer`` / ``extract_areas``), so a broken format with a
+correct ``<answer>`` keeps its answer credit. Missing or unusable ground truth (an absent column, a
+None row, no boxes, boxes outside [0, 1], an unreadable depth map) is a data bug and raises
+``ValueError`` naming the column and row: a reward silently stuck at 0 trains on noise (spec 6).
 
-With equal weights R = r_format + r_answer + r_box + r_depth. A perfect completion with no progress
-bonus scores 4. Each progress term is at most 1, so R <= 6; note that 6 is reachable (s = 1 after a
-stored group mean of 0, and a first focus box disjoint from the ground truth), so the spec's "[0, 6)"
-is really [0, 6].
+With equal weights a perfect completion without progress bonus scores 4; each progress term adds at
+most 1 and 6 is reachable (s = 1 after a stored mean of 0, a first focus disjoint from the GT), so
+the spec's "[0, 6)" is really [0, 6].
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,18 +31,30 @@ import numpy as np
 from sifthinker.answers import Judge, canonical_answer_type, infer_answer_type, score_answer
 from sifthinker.depth import mean_depth
 from sifthinker.geometry import iou_h
+from sifthinker.names import REWARDS
 from sifthinker.progress import ProgressStore, progress_key
-from sifthinker.trace import Box, extract_answer, extract_areas, validate
+from sifthinker.reward_inputs import (
+    BOX_COLUMNS,
+    BoxT,
+    completion_text,
+    depth_array,
+    ground_truth,
+    gt_answer,
+    gt_boxes,
+    image_id,
+    optional_column,
+    per_item,
+    sanitize,
+)
+from sifthinker.trace import extract_answer, extract_areas, validate
 
-__all__ = ["DEPTH_EPS", "DEPTH_TOLERANCE", "REWARD_FUNCS", "answer_reward", "answer_scores", "box_reward"]
+__all__ = ["BOX_COLUMNS", "DEPTH_EPS", "DEPTH_TOLERANCE", "REWARD_FUNCS", "answer_reward", "answer_scores", "box_reward"]
 __all__ += ["completion_text", "depth_ok", "depth_reward", "format_reward", "get_reward_funcs"]
 __all__ += ["make_answer_reward", "make_total_reward", "total_reward"]
 
 log = logging.getLogger(__name__)
 
 RewardFunc = Callable[..., list[float]]
-BoxT = tuple[float, float, float, float]
-COMPONENTS = ("format", "answer", "box", "depth")
 DEPTH_TOLERANCE = 0.1
 # D(box) = 0 (a box entirely on the nearest surface) would make |d - D| / D undefined; comparing
 # |d - D| <= 0.1 * max(D, 1e-3) keeps the relative rule elsewhere and accepts d within 1e-4 of 0,
@@ -58,95 +65,6 @@ _FLOAT_SLACK = 1e-9
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, str | dict)]
-        return "".join(p for p in parts if isinstance(p, str))
-    return ""  # None or anything unexpected
-
-
-def completion_text(completion: Any) -> str:
-    """The text of a plain or conversational completion ("" when there is none)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Mapping):
-        completion = [completion]
-    if isinstance(completion, Sequence):
-        msgs = [m for m in completion if isinstance(m, Mapping)]
-        # A message without a role is taken as the model's; tool or user turns are not scored.
-        mine = [m for m in msgs if m.get("role", "assistant") == "assistant"]
-        return _content_text(mine[-1].get("content")) if mine else ""
-    return ""
-
-
-def _column(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
-    values = kwargs.get(name)
-    if values is None:
-        return [None] * n
-    values = list(values)
-    if len(values) != n:
-        raise ValueError(f"column {name!r} has {len(values)} values for {n} completions")
-    return values
-
-
-def _image_id(image: Any) -> str | None:
-    """A stable identity for the ``image`` column: the path itself, or a content hash.
-
-    TRL may hand the reward a decoded PIL image instead of a path; its repr holds a memory address,
-    so it is hashed by content to give the same progress key on every visit.
-    """
-    if image is None or isinstance(image, str):
-        return image
-    if isinstance(image, os.PathLike):
-        return os.fspath(image)  # type: ignore[return-value]
-    if isinstance(image, list | tuple):
-        ids = [_image_id(i) for i in image]
-        return "|".join("" if i is None else i for i in ids)
-    h = hashlib.sha256()
-    if hasattr(image, "tobytes") and hasattr(image, "size"):  # PIL image or ndarray
-        h.update(repr((getattr(image, "mode", None), getattr(image, "shape", None) or image.size)).encode())
-        h.update(image.tobytes())
-    else:
-        h.update(repr(image).encode())
-    return "sha256:" + h.hexdigest()
-
-
-def _per_item(
-    completions: Sequence[Any], kwargs: Mapping[str, Any], column: str, score: Callable[[str, Any], float]
-) -> list[float]:
-    """``score(text, column value)`` per completion; an unexpected error scores that completion 0."""
-    out = []
-    for c, value in zip(completions, _column(kwargs, column, len(completions)), strict=True):
-        try:
-            out.append(score(completion_text(c), value))
-        except Exception as exc:  # defensive: one weird completion must not stop training
-            log.warning("%s reward failed on a completion: %s", column, exc)
-            out.append(0.0)
-    return out
-
-
-def _sanitize(box: Box) -> BoxT:
-    # Lenient areas may hold out-of-range or reversed corners: clip to the image and collapse a
-    # reversed box to zero width/height, so geometry sees a valid (possibly empty) box.
-    x1, y1, x2, y2 = (min(1.0, max(0.0, v)) for v in box.xyxy())
-    return (x1, y1, max(x1, x2), max(y1, y2))
-
-
-def _gt_boxes(value: Any) -> list[BoxT]:
-    """Ground-truth boxes as tuples; [] when missing or not a list of 4-number boxes."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return []
-    if arr.ndim == 1 and arr.size == 4:
-        arr = arr[None, :]  # a single box given flat
-    if arr.ndim != 2 or arr.shape[1] != 4 or not np.all(np.isfinite(arr)):
-        return []
-    return [tuple(float(v) for v in row) for row in arr]  # type: ignore[misc]
 
 
 # ---- r_format -------------------------------------------------------------------------------------
@@ -194,24 +112,26 @@ def answer_scores(completions: Sequence[Any], judge: Judge | None = None, **kwar
     """The answer score s in [0, 1] per completion (no progress term).
 
     Closed-form types go to the deterministic verifier; ``free`` answers go to ``judge`` when one is
-    given (else a normalised exact match). A missing ``<answer>`` or ground truth scores 0.
+    given (else a normalised exact match). A missing ``<answer>`` scores 0; a missing or empty GT
+    ``response`` raises ValueError.
     """
     n = len(completions)
-    gts, types, problems = (_column(kwargs, c, n) for c in ("response", "answer_type", "problem"))
-    opts, cands = _column(kwargs, "options", n), _column(kwargs, "candidates", n)
+    gts = ground_truth(kwargs, "answer_reward", ("response",), gt_answer, n)
+    types, problems = optional_column(kwargs, "answer_type", n), optional_column(kwargs, "problem", n)
+    opts, cands = optional_column(kwargs, "options", n), optional_column(kwargs, "candidates", n)
     preds = [extract_answer(completion_text(c)) for c in completions]
     scores, judged = [0.0] * n, []
     for i in range(n):
-        if gts[i] is None or preds[i] is None:
-            continue  # E1/E4: no answer (or nothing to compare it with) scores 0
-        kind = _answer_kind(types[i], str(gts[i]))
+        if preds[i] is None:
+            continue  # E1/E4: no answer scores 0
+        kind = _answer_kind(types[i], gts[i])
         if kind == "free" and judge is not None:
             judged.append(i)
             continue
         names = None if cands[i] is None else [str(c) for c in cands[i]]
-        scores[i] = score_answer(preds[i], str(gts[i]), kind, options=_options(opts[i]), candidates=names)
+        scores[i] = score_answer(preds[i], gts[i], kind, options=_options(opts[i]), candidates=names)
     if judged and judge is not None:
-        items = [(str(problems[i] or ""), preds[i], str(gts[i])) for i in judged]
+        items = [(str(problems[i] or ""), preds[i], gts[i]) for i in judged]
         for i, v in zip(judged, _judge_scores(judge, items), strict=True):
             scores[i] = v
     return scores
@@ -236,11 +156,11 @@ def make_answer_reward(store: ProgressStore | None = None, judge: Judge | None =
         if store is None:
             return s
         n = len(completions)
-        problems, images = _column(kwargs, "problem", n), _column(kwargs, "image", n)
+        problems, images = optional_column(kwargs, "problem", n), optional_column(kwargs, "image", n)
         groups: dict[str, list[int]] = {}
         for i in range(n):
             if problems[i] is not None:
-                groups.setdefault(progress_key(str(problems[i]), _image_id(images[i])), []).append(i)
+                groups.setdefault(progress_key(str(problems[i]), image_id(images[i])), []).append(i)
         rewards = list(s)
         for key, idx in groups.items():
             try:
@@ -268,13 +188,13 @@ answer_reward: RewardFunc = make_answer_reward()
 
 def _box_score(text: str, gt: list[BoxT]) -> float:
     areas = [a for a in extract_areas(text) if a]
-    if not gt or not areas:
+    if not areas:
         return 0.0
-    end = [_sanitize(b) for b in areas[-1]]
+    end = [sanitize(b) for b in areas[-1]]
     # P_start: the first area that is not the single full-image box. With none (only full-image areas)
     # P_start = P_end, so the progress term is 0: there was no focus to improve upon.
     first = next((a for a in areas if not (len(a) == 1 and a[0].is_full_image())), None)
-    start = end if first is None else [_sanitize(b) for b in first]
+    start = end if first is None else [sanitize(b) for b in first]
     e = float(iou_h(end, gt))
     return e + max(0.0, e - float(iou_h(start, gt)))
 
@@ -282,34 +202,14 @@ def _box_score(text: str, gt: list[BoxT]) -> float:
 def box_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """r_box = IoU_h(P_end, G) + max(0, IoU_h(P_end, G) - IoU_h(P_start, G)) in [0, 2].
 
-    P_end is the last parseable area's boxes. Missing/invalid ``gt_boxes`` or no parseable area: 0.
+    P_end is the last parseable area's boxes; no parseable area scores 0. G comes from ``gt_boxes`` or
+    else ``normalized_solution_round``; neither column, or a row without usable boxes: ValueError.
     """
-    return _per_item(completions, kwargs, "gt_boxes", lambda text, g: _box_score(text, _gt_boxes(g)))
+    gts = ground_truth(kwargs, "box_reward", BOX_COLUMNS, gt_boxes, len(completions))
+    return per_item(completions, gts, "box", _box_score)
 
 
 # ---- r_depth --------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=256)
-def _load_depth(path: str) -> np.ndarray:
-    arr = np.load(path).astype(np.float32)
-    arr.setflags(write=False)  # shared by every later call: nobody may modify the cached map
-    return arr
-
-
-def _depth_array(value: Any) -> np.ndarray | None:
-    try:
-        if isinstance(value, str | os.PathLike):
-            arr = _load_depth(os.fspath(value))
-        elif value is None:
-            return None
-        else:
-            arr = np.asarray(value, dtype=np.float32)
-    except Exception as exc:
-        log.warning("cannot load depth map %r: %s", value, exc)
-        return None
-    arr = np.squeeze(arr)
-    return arr if arr.ndim == 2 and arr.size > 0 else None
 
 
 def depth_ok(stated: float, true: float) -> bool:
@@ -317,21 +217,22 @@ def depth_ok(stated: float, true: float) -> bool:
     return abs(stated - true) <= DEPTH_TOLERANCE * max(true, DEPTH_EPS) + _FLOAT_SLACK
 
 
-def _depth_score(text: str, depth_map: Any) -> float:
+def _depth_score(text: str, arr: np.ndarray) -> float:
     boxes = [b for area in extract_areas(text) for b in area]
     if not boxes:
         return 0.0
-    arr = _depth_array(depth_map)
-    if arr is None:
-        return 0.0
     # sifthinker.depth.mean_depth is the data builder's D(box): floor(x1*W)..ceil(x2*W), >= 1 pixel.
-    hits = sum(depth_ok(b.depth, mean_depth(arr, _sanitize(b))) for b in boxes)
+    hits = sum(depth_ok(b.depth, mean_depth(arr, sanitize(b))) for b in boxes)
     return hits / len(boxes)
 
 
 def depth_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """r_depth: the fraction of boxes over all parseable areas whose stated depth is within 10% of D(box)."""
-    return _per_item(completions, kwargs, "depth_map", _depth_score)
+    """r_depth: the fraction of boxes over all parseable areas whose stated depth is within 10% of D(box).
+
+    A missing ``depth_map`` column, or a row whose map is None or cannot be read: ValueError.
+    """
+    maps = ground_truth(kwargs, "depth_reward", ("depth_map",), depth_array, len(completions))
+    return per_item(completions, maps, "depth", _depth_score)
 
 
 # ---- total and registry ---------------------------------------------------------------------------
@@ -342,23 +243,20 @@ def make_total_reward(
 ) -> RewardFunc:
     """R = sum of weight * reward over format, answer, box, depth (weights default to 1 each).
 
-    A component with weight 0 is not computed at all (so a 0-weight answer reward leaves the store alone).
+    A component with weight 0 is not computed at all, so it neither needs its ground-truth column nor
+    (for the answer reward) touches the store. Ground-truth errors of the others propagate.
     """
-    w = dict.fromkeys(COMPONENTS, 1.0)
+    w = dict.fromkeys(REWARDS, 1.0)
     for k, v in (weights or {}).items():
         if k not in w:
-            raise ValueError(f"unknown reward component {k!r}; expected {COMPONENTS}")
+            raise ValueError(f"unknown reward component {k!r}; expected {REWARDS}")
         w[k] = float(v)
-    funcs: dict[str, RewardFunc] = {
-        "format": format_reward,
-        "answer": make_answer_reward(store, judge),
-        "box": box_reward,
-        "depth": depth_reward,
-    }
+    funcs = {"format": format_reward, "answer": make_answer_reward(store, judge), "box": box_reward,
+             "depth": depth_reward}
 
     def total_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         total = [0.0] * len(completions)
-        for name in COMPONENTS:
+        for name in REWARDS:
             if w[name] != 0.0:
                 for i, v in enumerate(funcs[name](completions, **kwargs)):
                     total[i] += w[name] * v
@@ -390,8 +288,6 @@ def get_reward_funcs(
         raise ValueError(f"duplicate reward names in {list(names)}")
     if "total" in keys and len(keys) > 1:
         raise ValueError("'total' already includes every component; use it alone or list components")
-    built = {
-        "answer": lambda: make_answer_reward(store, judge),
-        "total": lambda: make_total_reward(store=store, judge=judge),
-    }
+    built = {"answer": lambda: make_answer_reward(store, judge),
+             "total": lambda: make_total_reward(store=store, judge=judge)}
     return [built[k]() if k in built else REWARD_FUNCS[k] for k in keys]

@@ -27,10 +27,22 @@ def data() -> None:
 @click.option("--height", type=click.IntRange(min=32), default=240, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 def build(source: str, num: int, seed: int, split: str, width: int, height: int, out_dir: Path) -> None:
-    """Build NUM records: trajectories, narration, images and depth maps, with a summary of rejections."""
+    """Build NUM records: trajectories, narration, images and depth maps, with a summary of rejections.
+
+    The build is all or nothing: OUT changes only when it completes (an earlier dataset there is replaced).
+    """
     from sifthinker.data.build import SOURCES, build_records
 
-    summary = build_records(SOURCES[source](width=width, height=height), num, seed, out_dir, split=split)
+    try:
+        summary = build_records(SOURCES[source](width=width, height=height), num, seed, out_dir, split=split)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: nothing written to {out_dir}", err=True)
+        sys.exit(130)  # the shell's code for SIGINT
+    except OSError as e:
+        # A path problem is the user's to fix: one line, no traceback.
+        reason = f"{e.strerror}: {e.filename!r}" if e.strerror and e.filename else str(e)
+        click.echo(f"error: cannot write to {out_dir}: {reason}", err=True)
+        sys.exit(1)
     click.echo(summary.format())
 
 

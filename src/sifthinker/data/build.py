@@ -2,12 +2,20 @@
 
 Every item either becomes a record or is rejected with a reason; rejections are listed in
 `manifest.json` and the summary, never dropped silently.
+
+A build is all or nothing: it writes into a hidden temporary sibling of the target folder and moves
+it into place only when complete, so an interrupted or failed build leaves the target as it was and a
+rebuild never mixes with files of an earlier build.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import secrets
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,11 +26,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from sifthinker import events
 from sifthinker import trace as sif_trace
 from sifthinker.config import RunConfig
 from sifthinker.data.narrator import NarrationError, NarrationInput, Narrator, TemplateNarrator
 from sifthinker.data.trajectory import DEFAULT_CONFIG, TrajectoryConfig, build_trajectory, normalize_boxes
 from sifthinker.depth import colorize, save_depth_map
+from sifthinker.names import Stage
 from sifthinker.prompts import prompt_text
 
 log = logging.getLogger(__name__)
@@ -103,6 +113,10 @@ class BuildSummary:
     def rejection_reasons(self) -> dict[str, int]:
         return dict(Counter(r["reason"].split(":")[0] for r in self.rejections))
 
+    def headline(self) -> str:
+        """One line for a stage's end event, e.g. "160 train records (3 rejected)"."""
+        return f"{self.num_records} {self.split} records ({len(self.rejections)} rejected)"
+
     def format(self) -> str:
         lines = [f"built {self.num_records} {self.split} records in {self.out_dir}"]
         lines += [f"  category {k:<10} {v}" for k, v in sorted(self.categories.items())]
@@ -159,9 +173,30 @@ def make_record(item: SourceItem, idx: int, split: str, out_dir: Path, narrator:
 def build_records(source: Source, num: int, seed: int, out_dir: Path, split: str = "train",
                   narrator: Narrator | None = None, traj_cfg: TrajectoryConfig = DEFAULT_CONFIG,
                   progress: bool = True, max_rejections: int | None = None) -> BuildSummary:
-    """Build `num` accepted records into out_dir (records.json + manifest.json + image/depth files)."""
+    """Build `num` accepted records into out_dir (records.json + manifest.json + image/depth files).
+
+    out_dir may be absent, an empty folder (e.g. a KFP output artifact) or an earlier dataset, which
+    is replaced whole. Nothing changes in out_dir unless the build completes (see the module doc).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # A link is followed: the data goes where it points, the link itself stays.
+    target = out_dir.resolve() if out_dir.is_symlink() else out_dir
+    _check_target(target)
+    tmp = _temp_sibling(target, "tmp")
+    try:
+        summary = _build_into(tmp, source, num, seed, split, narrator, traj_cfg, progress, max_rejections)
+        summary.out_dir = str(out_dir)
+        (tmp / MANIFEST_FILE).write_text(json.dumps({**asdict(summary), "source": source.name, "seed": seed},
+                                                    indent=1))
+        _publish(tmp, target)
+    except BaseException:  # KeyboardInterrupt included: no half-written dataset, anywhere
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _build_into(out_dir: Path, source: Source, num: int, seed: int, split: str, narrator: Narrator | None,
+                traj_cfg: TrajectoryConfig, progress: bool, max_rejections: int | None) -> BuildSummary:
     narrator = narrator or TemplateNarrator()
     rng = np.random.default_rng(seed)  # trajectory randomness (distractor), separate from scene seeds
     max_rejections = max_rejections if max_rejections is not None else max(20, num)
@@ -178,6 +213,7 @@ def build_records(source: Source, num: int, seed: int, out_dir: Path, split: str
             try:
                 records.append(make_record(item, len(records), split, out_dir, narrator, rng, traj_cfg))
                 bar.update(1)
+                events.progress(Stage.BUILD_DATA, len(records), num, note=split)
             except ValueError as e:
                 rejections.append({"id": item.uid, "reason": str(e)})
                 log.debug("rejected %s: %s", item.uid, e)
@@ -189,16 +225,59 @@ def build_records(source: Source, num: int, seed: int, out_dir: Path, split: str
         bar.close()
     if len(records) < num:
         log.warning("source %s ran out after %d of %d records", source.name, len(records), num)
-
-    summary = BuildSummary(
+    (out_dir / RECORDS_FILE).write_text(json.dumps(records, indent=1))
+    return BuildSummary(
         out_dir=str(out_dir), split=split, num_records=len(records),
         categories=dict(Counter(r["category"] for r in records)),
         steps=dict(Counter(r["messages"][1]["content"].count("<area>") for r in records)),
         rejections=rejections,
     )
-    (out_dir / RECORDS_FILE).write_text(json.dumps(records, indent=1))
-    (out_dir / MANIFEST_FILE).write_text(json.dumps({**asdict(summary), "source": source.name, "seed": seed}, indent=1))
-    return summary
+
+
+def _check_target(out_dir: Path) -> None:
+    """Refuse targets a build must not replace, before any work: a file, or a folder of other things."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (
+        (out_dir / RECORDS_FILE).is_file() or (out_dir / MANIFEST_FILE).is_file()
+    ):
+        # The target is replaced whole: never delete a folder that is not an earlier dataset.
+        raise FileExistsError(f"{out_dir} is not empty and holds no SIF dataset ({RECORDS_FILE}); "
+                              "refusing to replace it")
+
+
+def _temp_sibling(out_dir: Path, kind: str) -> Path:
+    """A new hidden folder beside out_dir: same file system, so the final renames are atomic."""
+    if out_dir.parent.exists() and not out_dir.parent.is_dir():  # mkdir would say "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out_dir.parent))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = out_dir.parent / f".{out_dir.name}.{kind}-{secrets.token_hex(4)}"
+    path.mkdir()  # mkdir, not mkdtemp: the dataset gets the usual umask permissions, not 0700
+    return path
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move the finished build `tmp` to `out_dir`; an earlier dataset there is swapped out, then deleted."""
+    if not out_dir.exists():
+        tmp.rename(out_dir)
+        return
+    if not any(out_dir.iterdir()):
+        try:
+            os.replace(tmp, out_dir)  # POSIX renames over an empty folder atomically; same final path
+        except OSError:  # e.g. the empty folder is a mount point: move the finished files in instead
+            for child in tmp.iterdir():
+                child.rename(out_dir / child.name)
+            tmp.rmdir()
+        return
+    old = _temp_sibling(out_dir, "old")
+    old.rmdir()  # only the unique name is wanted: rename needs a free target
+    out_dir.rename(old)  # from here to the next line the old dataset is still complete, under `old`
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_dataset(cfg: RunConfig, split: str, out_dir: Path, progress: bool = True) -> BuildSummary:

@@ -1,19 +1,20 @@
 """Evaluation report: a bar chart of accuracy per category and a small self-contained HTML page.
 
-The HTML references its images by relative path, so the evaluation folder (or its MLflow artifact
-copy) can be opened as is. Every text from a model or a record is HTML-escaped.
+The HTML embeds its images as ``data:image/png;base64`` URIs: MLflow's artifact preview serves one
+file at a time, so relative links would show nothing there. The PNG files stay on disk too (they are
+logged as artifacts of their own). Every text from a model or a record is HTML-escaped.
 """
 
 from __future__ import annotations
 
+import base64
 import html
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sifthinker.evaluation.metrics import ItemScore
 
-__all__ = ["category_accuracy_chart", "write_html_report"]
+__all__ = ["category_accuracy_chart", "png_data_uri", "write_html_report"]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -52,6 +53,14 @@ def category_accuracy_chart(metrics: Mapping[str, float], path: str | Path, titl
     return p
 
 
+def png_data_uri(path: str | Path) -> str:
+    """The PNG file as a ``data:image/png;base64,...`` URI (base64 needs no HTML escaping)."""
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):  # a mislabelled image would show as a broken icon
+        raise ValueError(f"{path} is not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
 def _fmt(v: object) -> str:
     if v is None:
         return "-"
@@ -79,8 +88,6 @@ def write_html_report(
     p.parent.mkdir(parents=True, exist_ok=True)
     esc = html.escape
 
-    def rel(x: str | Path) -> str:
-        return esc(Path(os.path.relpath(Path(x).resolve(), p.parent.resolve())).as_posix())
 
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
            f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
@@ -94,10 +101,10 @@ def write_html_report(
         out.append(f"<tr><td>{esc(k)}</td><td>{shown}</td></tr>")
     out.append("</table>")
     if chart:
-        out.append(f"<img src='{rel(chart)}' alt='accuracy per category'>")
+        out.append(f"<img src='{png_data_uri(chart)}' alt='accuracy per category'>")
     if renders:
         out.append("<h2>Rendered traces</h2>")
-        out.extend(f"<div><img src='{rel(r)}' alt='{esc(Path(r).name)}'></div>" for r in renders)
+        out.extend(f"<div><img src='{png_data_uri(r)}' alt='{esc(Path(r).name)}'></div>" for r in renders)
     out.append(f"<h2>Items (first {min(max_rows, len(items))} of {len(items)})</h2><table><tr>"
                "<th>id</th><th>category</th><th>format</th><th>answer</th><th>correct</th>"
                "<th>IoU</th><th>depth cons.</th><th>prediction</th></tr>")

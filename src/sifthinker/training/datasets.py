@@ -107,7 +107,8 @@ def grpo_rows(records: list[dict], root: str | Path) -> list[dict[str, Any]]:
             "images": images,
             "image": images[0],
             "problem": question(r),
-            "response": str(r.get("response", "")),
+            # None, not "", when absent: the answer reward then names the missing ground truth.
+            "response": None if r.get("response") is None else str(r["response"]),
             "answer_type": str(r.get("answer_type") or ""),
             "gt_boxes": gt_boxes(r),
             "depth_map": resolve(root, r["depth_map"]) if r.get("depth_map") else None,
