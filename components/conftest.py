@@ -6,8 +6,6 @@ whose URIs are local folders, exactly as kfp's local runner passes them.
 
 import dataclasses
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -51,19 +49,6 @@ def stage_events(work: Path) -> list[tuple[str, str, str]]:
 @pytest.fixture
 def recipe(work_env) -> str:
     return recipe_parameter(small_config())
-
-
-@pytest.fixture
-def fake_module(monkeypatch):
-    """Install a stand-in module (e.g. ``sifthinker.training.sft``) for the duration of a test."""
-
-    def install(name: str, **attrs) -> types.ModuleType:
-        mod = types.ModuleType(name)
-        mod.__dict__.update(attrs)
-        monkeypatch.setitem(sys.modules, name, mod)
-        return mod
-
-    return install
 
 
 @pytest.fixture(scope="session")

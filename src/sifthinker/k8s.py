@@ -1,9 +1,10 @@
 """Offline validation of Kubernetes custom resources against their CRDs' ``openAPIV3Schema``.
 
-The CRDs are read from one folder, ``CRD_DIR`` (environment variable); by default ``../shared/crds``
-beside the repository checkout (looked up from the repository root, then from the working directory).
-Point it at your cluster's CRDs (``kubectl get crd NAME -o yaml > DIR/NAME.yaml``) to validate against
-the versions you run. The CRD files are never copied into this repository.
+The CRDs are read from one folder: the one a caller passes, else ``$CRD_DIR``. There is no default: the
+CRD files are never copied into this repository and nothing outside the checkout is assumed, so without
+a folder CRD validation is simply not available (:func:`crd_dir` returns None and callers fall back,
+e.g. ``sifthinker.serving.deploy`` on KServe's typed models). Point ``CRD_DIR`` at your cluster's CRDs
+(``kubectl get crd NAME -o yaml > DIR/NAME.yaml``) to validate against the versions you run.
 
 Checks, stricter than a plain JSON-schema pass and close to ``kubectl apply --validate=strict``:
 
@@ -12,6 +13,9 @@ Checks, stricter than a plain JSON-schema pass and close to ``kubectl apply --va
   prune or reject them; a typo must not vanish silently);
 * ``nullable`` and ``x-kubernetes-list-type: map|set`` (unique keys / items);
 * ``metadata``: a name (or generateName) that is a DNS-1123 name, string-valued labels and annotations.
+
+:func:`metadata_violations` and :func:`quantity_violations` need no CRD: callers without a CRD folder
+still run them (typed client models check required fields, not names or quantities).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from typing import Any
 
 import yaml
 
-CRD_DIR_ENV = "CRD_DIR"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+from sifthinker.names import Env
+
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -53,21 +57,36 @@ class UnknownKindError(KeyError):
         return str(self.args[0])
 
 
-def crd_dir() -> Path:
-    """The CRD folder: ``$CRD_DIR``, else ``<repo>/../shared/crds``, else ``<cwd>/../shared/crds``."""
-    if env := os.environ.get(CRD_DIR_ENV):
-        p = Path(env).expanduser()
-        if not p.is_dir():
-            raise FileNotFoundError(f"{CRD_DIR_ENV}={env} is not a folder")
-        return p.resolve()
-    candidates = [_REPO_ROOT.parent / "shared" / "crds", Path.cwd().parent / "shared" / "crds", Path.cwd() / "shared" / "crds"]
-    for p in candidates:
-        if p.is_dir():
-            return p.resolve()
-    raise FileNotFoundError(
-        f"no CRD folder found (tried {', '.join(str(c) for c in candidates)}); set {CRD_DIR_ENV} to a folder "
-        "holding the CRD YAMLs (e.g. `kubectl get crd inferenceservices.serving.kserve.io -o yaml`)"
-    )
+class NoCRDFolderError(FileNotFoundError):
+    """CRD validation was asked for without a CRD folder (none passed, ``CRD_DIR`` unset)."""
+
+
+def crd_dir() -> Path | None:
+    """The CRD folder named by ``$CRD_DIR``, or None when it is unset (CRD validation unavailable).
+
+    A set but missing folder is an error rather than None: a typo must not silently skip validation.
+    """
+    env = os.environ.get(Env.CRD_DIR)
+    if not env:
+        return None
+    p = Path(env).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"{Env.CRD_DIR}={env} is not a folder (point it at the CRD YAMLs, or unset it to skip CRD validation)"
+        )
+    return p.resolve()
+
+
+def _folder(folder: str | Path | None) -> str:
+    """``folder``, else ``$CRD_DIR``; a clear error when there is neither."""
+    if folder:
+        return str(folder)
+    if (found := crd_dir()) is None:
+        raise NoCRDFolderError(
+            f"no CRD folder: pass one or set {Env.CRD_DIR} to a folder holding the CRD YAMLs "
+            "(e.g. `kubectl get crd inferenceservices.serving.kserve.io -o yaml > DIR/isvc.yaml`)"
+        )
+    return str(found)
 
 
 # ---- schema preparation ----------------------------------------------------------------------------
@@ -95,6 +114,8 @@ def _read_crds(folder: Path) -> dict[tuple[str, str], dict]:
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
         with path.open() as f:
             docs = list(yaml.load_all(f, Loader=_Loader))
+        # `kubectl get crd A B -o yaml` writes one List holding the CRDs
+        docs = [i for d in docs for i in (d.get("items") or [] if isinstance(d, dict) and d.get("kind") == "List" else [d])]
         for doc in docs:
             if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
                 continue
@@ -156,7 +177,7 @@ def _validator(folder: str, api_version: str, kind: str):
 # ---- public API ------------------------------------------------------------------------------------
 def known_kinds(folder: str | Path | None = None) -> list[tuple[str, str]]:
     """The (apiVersion, kind) pairs the CRD folder defines."""
-    return sorted(_crds(str(folder or crd_dir())))
+    return sorted(_crds(_folder(folder)))
 
 
 def _path(parts: Iterable[Any]) -> str:
@@ -166,7 +187,8 @@ def _path(parts: Iterable[Any]) -> str:
     return out or "<root>"
 
 
-def _metadata_violations(obj: dict) -> list[str]:
+def metadata_violations(obj: dict) -> list[str]:
+    """Problems of ``obj['metadata']`` (name, labels, annotations, namespace); needs no CRD."""
     md = obj.get("metadata")
     if not isinstance(md, dict):
         return ["metadata: required object is missing"]
@@ -201,6 +223,31 @@ def _metadata_violations(obj: dict) -> list[str]:
     return out
 
 
+def quantity_violations(obj: Any) -> list[str]:
+    """Resource amounts (``resources.limits|requests``) and ``emptyDir.sizeLimit`` values anywhere in
+    ``obj`` that are not Kubernetes quantities; needs no CRD (typed client models accept any string)."""
+    from kubernetes.utils import parse_quantity
+
+    def amounts(node: Any, at: tuple) -> Iterable[tuple[tuple, Any]]:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if k == "resources" and isinstance(v, dict):
+                for kind in ("limits", "requests"):
+                    yield from (((*at, k, kind, r), a) for r, a in (v.get(kind) or {}).items())
+            elif k == "emptyDir" and isinstance(v, dict) and v.get("sizeLimit") is not None:
+                yield (*at, k, "sizeLimit"), v["sizeLimit"]
+            else:
+                yield from amounts(v, (*at, k))
+
+    probs = []
+    for where, value in amounts(obj, ()):
+        try:
+            parse_quantity(value)
+        except (ValueError, TypeError):
+            probs.append(f"{_path(where)}: {value!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)")
+    return probs
+
+
 def violations(obj: Any, folder: str | Path | None = None) -> list[str]:
     """Every problem of ``obj`` against its CRD (``[]`` when valid); raises UnknownKindError for a kind
     that no CRD in the folder defines."""
@@ -209,12 +256,12 @@ def violations(obj: Any, folder: str | Path | None = None) -> list[str]:
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     if not api_version or not kind:
         return ["<root>: apiVersion and kind are required"]
-    folder = str(folder or crd_dir())
+    folder = _folder(folder)
     if (api_version, kind) not in _crds(folder):
         known = ", ".join(f"{k} ({a})" for a, k in sorted(_crds(folder))) or "none"
         raise UnknownKindError(f"no CRD for {kind} {api_version} in {folder}; known: {known}")
     validator, _ = _validator(folder, api_version, kind)
-    probs = _metadata_violations(obj)
+    probs = metadata_violations(obj)
     body = {k: v for k, v in obj.items() if k != "metadata"}
     for err in sorted(validator.iter_errors(body), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
         msg = err.message
@@ -228,13 +275,13 @@ def violations(obj: Any, folder: str | Path | None = None) -> list[str]:
 
 def validate(obj: dict, folder: str | Path | None = None) -> dict:
     """Raise :class:`ValidationError` listing every violation of ``obj`` against its CRD; returns ``obj``."""
+    folder = _folder(folder)
     probs = violations(obj, folder)
     if probs:
         md = obj.get("metadata") if isinstance(obj, dict) else None
         name = md.get("name", "?") if isinstance(md, dict) else "?"
         what = f"{obj.get('kind', '?')}/{name}" if isinstance(obj, dict) else "object"
-        f = str(folder or crd_dir())
-        src = _crds(f).get((obj.get("apiVersion"), obj.get("kind")), {}).get("source", f)
+        src = _crds(folder).get((obj.get("apiVersion"), obj.get("kind")), {}).get("source", folder)
         raise ValidationError(what, probs, f"schema from {src}")
     return obj
 
@@ -245,7 +292,7 @@ def validate_documents(docs: Iterable[dict], folder: str | Path | None = None, k
     Built-in kinds (ServiceAccount, Secret, ...) are skipped unless listed in ``kinds``; all violations
     of all documents are reported in one :class:`ValidationError`.
     """
-    folder = str(folder or crd_dir())
+    folder = _folder(folder)
     crds = _crds(folder)
     checked, problems = 0, []
     for doc in docs:

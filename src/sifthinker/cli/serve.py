@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import click
 
-RECIPE_ENV = "SIFTHINKER_RECIPE_YAML"  # the recipe as YAML text (set by the rendered InferenceService)
+from sifthinker.cli.common import CLIError, load_recipe, one_line_errors, recipe_option
 
 
 def register(main: click.Group) -> None:
@@ -16,21 +14,10 @@ def register(main: click.Group) -> None:
     main.add_command(deploy)
 
 
-def _config(recipe: str | None):
-    from sifthinker.cli.model import load_recipe
-    from sifthinker.config import RunConfig
-
-    if recipe is None and os.environ.get(RECIPE_ENV):
-        import yaml
-
-        return RunConfig.from_dict(yaml.safe_load(os.environ[RECIPE_ENV]) or {})
-    return load_recipe(recipe)
-
-
 @click.command()
 @click.option("--model", "model_uri", required=True,
               help="models:/NAME@alias, models:/NAME/VERSION or a local model folder.")
-@click.option("--recipe", default=None, help=f"Recipe YAML or name (default: ${RECIPE_ENV}, else built-in defaults).")
+@recipe_option
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI for models:/ URIs (overrides the recipe's).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="HTTP port (default: serving.port, 8080).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 in a container).")
@@ -43,14 +30,12 @@ def serve(model_uri: str, recipe: str | None, tracking_uri: str | None, port: in
 
     One request is one generation (requests are answered one at a time; no batching yet).
     """
+    from sifthinker.model.loading import check_model_folder
     from sifthinker.registry import RegistryError, parse_models_uri, resolve
 
-    cfg = _config(recipe)
-    try:
-        model_dir = resolve(model_uri, cfg, tracking_uri=tracking_uri)
-    except RegistryError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    cfg = load_recipe(recipe)
+    with one_line_errors(RegistryError, ValueError):
+        model_dir = check_model_folder(resolve(model_uri, cfg, tracking_uri=tracking_uri))
     from sifthinker.serving.server import serve as run_server
 
     # a client may name the model by the served name, the registered name or the URI it was served from
@@ -58,25 +43,48 @@ def serve(model_uri: str, recipe: str | None, tracking_uri: str | None, port: in
     run_server(model_dir, cfg, name=name, port=port, host=host, max_new_tokens=max_new_tokens, aliases=aliases)
 
 
+def _one_line(e: BaseException) -> str:
+    """An error as one line: a ValidationError's violations joined by '; ', other messages unwrapped."""
+    from sifthinker.k8s import ValidationError
+
+    if isinstance(e, ValidationError):
+        return f"{e.what}: {'; '.join(e.violations)}"
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 @click.command()
 @click.option("--model", "model_uri", required=True, help="models:/NAME@alias, models:/NAME/VERSION or s3://...")
 @click.option("--recipe", default=None, help="Recipe YAML or name (serving, registry and platform settings).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the manifest (default: <work>/deploy).")
-@click.option("--apply", is_flag=True, help="kubectl apply the manifest (create or patch).")
-def deploy(model_uri: str, recipe: str | None, out_dir: Path | None, apply: bool) -> None:
-    """Render, validate and write (and with --apply, apply) the KServe InferenceService for a model version."""
+@click.option("--apply", is_flag=True,
+              help="Apply the manifest: kubectl apply --dry-run=server first (the cluster validates), then apply.")
+@click.option("--dry-run", is_flag=True, help="Print the manifest and how it was validated; write and apply nothing.")
+def deploy(model_uri: str, recipe: str | None, out_dir: Path | None, apply: bool, dry_run: bool) -> None:
+    """Render, validate and write (and with --apply, apply) the KServe InferenceService for a model version.
+
+    The manifest goes to stdout; the last line on stderr says how it was validated (KServe's typed models,
+    the CRD schema in $CRD_DIR when set, the cluster with --apply).
+    """
     import yaml
 
-    from sifthinker.k8s import ValidationError
+    from sifthinker.k8s import UnknownKindError, ValidationError
     from sifthinker.registry import RegistryError
     from sifthinker.serving.deploy import DeployError
     from sifthinker.serving.deploy import deploy as do_deploy
 
-    cfg = _config(recipe)
+    if dry_run and (apply or out_dir):
+        raise CLIError("--dry-run writes and applies nothing: drop --apply / --out")
+    cfg = load_recipe(recipe)  # a bad recipe is a CLIError already
     try:
-        manifest = do_deploy(cfg, model_uri, apply=apply, out_dir=out_dir)
-    except (DeployError, RegistryError, ValidationError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    click.echo(yaml.safe_dump(manifest, sort_keys=False))
+        result = do_deploy(cfg, model_uri, apply=apply, out_dir=out_dir, dry_run=dry_run)
+    # OSError: CRD_DIR naming a missing folder, an unwritable --out
+    except (DeployError, RegistryError, ValidationError, UnknownKindError, OSError) as e:
+        raise CLIError(_one_line(e)) from e
+    click.echo(yaml.safe_dump(result.manifest, sort_keys=False), nl=False)
+    if result.path:
+        click.echo(f"wrote {result.path}", err=True)
+    if result.applied:
+        md = result.manifest["metadata"]
+        click.echo(f"applied {md['name']} in namespace {md['namespace']}", err=True)
+    click.echo(result.validation, err=True)

@@ -104,6 +104,24 @@ def apply_pixel_budget(processor: Any, min_pixels: int, max_pixels: int) -> None
             setattr(ip, attr, value)
 
 
+# What every `save_pretrained` folder of a vision-language model holds, whatever its weights' format.
+MODEL_FOLDER_FILES = ("config.json", "processor_config.json|preprocessor_config.json", "tokenizer_config.json")
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """``path`` as a model folder; ValueError saying what is missing when it is not one (before a
+    server binds its port or a trainer loads anything)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ValueError(f"{p} is not a folder")
+    missing = [f for f in MODEL_FOLDER_FILES if not any((p / alt).is_file() for alt in f.split("|"))]
+    if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        missing.append("model weights (*.safetensors)")
+    if missing:
+        raise ValueError(f"{p} is not a model folder (save_pretrained layout): missing {', '.join(missing)}")
+    return p
+
+
 def load_model(path: str | Path, cfg: RunConfig | None = None, for_training: bool = False,
                device: str | None = None) -> tuple[Any, Any]:
     """Load `(model, processor)` from a `save_pretrained` folder or a hub id.
