@@ -33,7 +33,8 @@ class TrainResult:
         """The key numbers in one line: how the loss (and GRPO's reward) moved, steps, seconds."""
         m = self.metrics
         parts = []
-        for key in ("loss", "reward"):
+        # GRPO's loss hovers near 0 by construction (advantages are centred): its reward says more.
+        for key in ("reward",) if "reward_first_half" in m or "first_reward" in m else ("loss",):
             if f"first_{key}" in m and f"final_{key}" in m:
                 parts.append(f"{key} {m[f'first_{key}']:.3f} -> {m[f'final_{key}']:.3f}")
         if "reward_first_half" in m and "reward_second_half" in m:
