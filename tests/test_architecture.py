@@ -181,3 +181,10 @@ def test_environment_variable_names_are_spelled_once():
             if re.search(rf"[\"']{name}[\"']", path.read_text()):
                 offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
+
+
+def test_the_readme_documents_every_environment_variable():
+    from sifthinker.names import Env
+
+    readme = (ROOT / "README.md").read_text()
+    assert [e.value for e in Env if f"| `{e.value}` |" not in readme] == []

@@ -38,7 +38,7 @@ class Env(StrEnum):
     EVENTS = "SIFTHINKER_EVENTS"  # a file to which stages append progress events (JSON lines)
     NPROC = "SIFTHINKER_NPROC"  # training processes to launch (default: one per visible GPU)
     TORCH_THREADS = "SIFTHINKER_TORCH_THREADS"  # CPU threads for torch (default: all cores, 1 per step)
-    MODEL_CACHE = "SIFTHINKER_MODEL_CACHE"  # where models:/ URIs are downloaded (default: <work>/model-cache)
+    MODEL_CACHE = "SIFTHINKER_MODEL_CACHE"  # where models:/ URIs are downloaded (default: <work>/models/registry)
     RECIPE_YAML = "SIFTHINKER_RECIPE_YAML"  # the recipe as YAML text (set by the rendered InferenceService)
     CRD_DIR = "CRD_DIR"  # CRD YAMLs for offline validation of custom resources (optional)
     KUBECTL = "KUBECTL"  # the kubectl binary (default: the one on PATH)
