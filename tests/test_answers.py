@@ -48,9 +48,10 @@ def test_infer_answer_type(gt: str, kind: str) -> None:
 def test_canonical_answer_type() -> None:
     assert canonical_answer_type("count") == "number"
     assert canonical_answer_type("Colour") == "color"
-    with pytest.raises(ValueError):
+    unknown = r"^unknown answer_type 'essay'; expected one of \('yes_no', 'number', 'option', 'color', 'name', 'free'\)$"
+    with pytest.raises(ValueError, match=unknown):
         canonical_answer_type("essay")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=unknown):  # an explicit type is never silently replaced by a guess
         score_answer("yes", "yes", "essay")
 
 
@@ -209,10 +210,14 @@ def test_free_without_judge_is_exact_match() -> None:
     assert score_answer("a cat is sleeping", "the cat sleeps", "free") == 0.0
 
 
-def test_scores_are_in_unit_interval() -> None:
-    for pred in ["", "x", "yes", "3", "B", "red", "red cube", "<answer>", "\u00e9\u00e8 \u4e2d\u6587"]:
-        for gt in ["yes", "3", "B", "red", "red cube", "long free text answer about the scene here"]:
-            assert 0.0 <= score_answer(pred, gt) <= 1.0
+def test_inferred_types_score_only_the_right_answer() -> None:
+    # every (prediction, ground truth) pair with the type inferred from the ground truth: the verifier is
+    # binary, and a prediction scores 1 only for its own ground truth ("red cube" names the colour red)
+    preds = ["", "x", "yes", "3", "B", "red", "red cube", "<answer>", "\u00e9\u00e8 \u4e2d\u6587"]
+    gts = ["yes", "3", "B", "red", "red cube", "long free text answer about the scene here"]
+    right = {("yes", "yes"), ("3", "3"), ("B", "B"), ("red", "red"), ("red cube", "red"), ("red cube", "red cube")}
+    scores = {(p, g): score_answer(p, g) for p in preds for g in gts}
+    assert scores == {pair: 1.0 if pair in right else 0.0 for pair in scores}
 
 
 # ---- judges -----------------------------------------------------------------------------------------
@@ -299,5 +304,6 @@ def test_fake_judge_is_the_verifier() -> None:
     assert judge.score("q", "The cat sleeps.", "the cat sleeps") == 1.0
     assert judge.score("q", None, "x") == 0.0
     assert FakeJudge(answer_type=None).score("q", "three", "3") == 1.0
-    assert judge.calls[0] == ("q", "The cat sleeps.", "the cat sleeps")
-    json.dumps(judge.calls)  # plain data, easy to assert on
+    # every call is recorded in order, missing predictions too, as plain JSON-able data
+    assert judge.calls == [("q", "The cat sleeps.", "the cat sleeps"), ("q", None, "x")]
+    assert json.loads(json.dumps(judge.calls)) == [["q", "The cat sleeps.", "the cat sleeps"], ["q", None, "x"]]

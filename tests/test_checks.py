@@ -112,17 +112,31 @@ def test_last_area_compared_as_rounded_sets(dataset, records):
 # ---- the suite ---------------------------------------------------------------------------------------
 
 
-def test_suite_is_named_and_has_expectations():
+# the record schema (docs/architecture.md): every field must be present, the string ones non-empty
+SCHEMA_FIELDS = ["id", "dataset", "source", "split", "category", "image", "depth_image", "depth_map", "problem",
+                 "response", "messages", "images", "box_frame", "normalized_solution_round"]
+NOT_STRINGS = {"messages", "images", "normalized_solution_round"}
+RULES = ["box_frame_norm", "ids_unique", "split_known", "gt_boxes_present", "gt_boxes_wellformed",
+         "gt_boxes_in_unit_min", "gt_boxes_in_unit_max", "gt_x2_gt_x1", "gt_y2_gt_y1", "gt_rounded_3dp",
+         "trace_valid", "trace_depth_in_unit_min", "trace_depth_in_unit_max", "first_area_full_image",
+         "last_area_matches_gt", "image_exists", "depth_image_exists", "depth_map_exists", "images_exists",
+         "paths_relative", "category_balance"]
+N_EXPECTATIONS = 47  # 1 + 14 required + 11 non-empty + 21 rules; a dropped rule changes it
+
+
+def test_suite_is_named_and_has_every_expectation():
     suite = build_suite()
     assert suite.name == "sif_records"
-    checks = {e.meta["check"] for e in suite.expectations}
-    assert {"ids_unique", "box_frame_norm", "trace_valid", "last_area_matches_gt", "category_balance",
-            "first_area_full_image", "image_exists", "depth_map_exists", "required_messages"} <= checks
+    checks = [e.meta["check"] for e in suite.expectations]
+    assert checks == (["non_empty"] + [f"required_{f}" for f in SCHEMA_FIELDS]
+                      + [f"nonempty_{f}" for f in SCHEMA_FIELDS if f not in NOT_STRINGS] + RULES)
+    assert len(checks) == N_EXPECTATIONS
 
 
 def test_valid_dataset_passes(dataset):
     result = assert_valid(dataset)  # reads records.json; raises on any failure
-    assert result.success and result.failures == []
+    # every expectation ran (an empty suite would "pass" too)
+    assert (result.success, result.failures, result.checked) == (True, [], N_EXPECTATIONS)
 
 
 @pytest.mark.parametrize(
@@ -174,10 +188,14 @@ def test_balance_tolerance_is_configurable(dataset, records):
 
 
 def test_unreadable_inputs(tmp_path):
-    assert "missing" in check_dataset(tmp_path).failures[0]
-    (tmp_path / "records.json").write_text('{"id": 1}')
-    assert "JSON list" in check_dataset(tmp_path).failures[0]
-    (tmp_path / "records.json").write_text("[]")
+    path = tmp_path / "records.json"
+    missing = check_dataset(tmp_path)
+    assert (missing.success, missing.failures, missing.checked) == (False, [f"{path}: missing"], 0)
+    path.write_text('{"id": 1}')
+    assert check_dataset(tmp_path).failures == [f"{path}: expected a JSON list of records, got dict"]
+    path.write_text("{")
+    assert check_dataset(tmp_path).failures[0].startswith(f"{path}: not valid JSON (")
+    path.write_text("[]")
     assert failed(check_dataset(tmp_path)) == {"non_empty"}
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="root is required with a list of records"):
         assert_valid([], None)

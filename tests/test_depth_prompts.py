@@ -7,9 +7,9 @@ from sifthinker.prompts import INSTRUCTION, chat_messages, prompt_text, question
 
 def test_normalize_relative_min_max():
     d = normalize_relative(np.array([[2.0, 4.0], [6.0, 10.0]]))
-    assert d.min() == 0.0 and d.max() == 1.0 and d[0, 1] == pytest.approx(0.25)
+    np.testing.assert_allclose(d, [[0.0, 0.25], [0.5, 1.0]])  # (v - 2) / (10 - 2)
     assert np.all(normalize_relative(np.ones((3, 3))) == 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="depth map has non-finite values"):
         normalize_relative(np.array([[np.inf, 1.0]]))
 
 
@@ -20,10 +20,10 @@ def test_inverse_depth_flips_near_and_far():
 
 
 def test_colorize_near_is_red_far_is_blue():
-    img = np.asarray(colorize(np.array([[0.0, 1.0]], dtype=np.float32)))
-    near, far = img[0, 0].astype(int), img[0, 1].astype(int)
-    assert near[0] > near[2] + 80, "near renders red (Spectral_r high end)"
-    assert far[2] > far[0] + 50, "far renders blue (Spectral_r low end)"
+    img = np.asarray(colorize(np.array([[0.0, 1.0, 0.5]], dtype=np.float32))).astype(int)
+    # Spectral_r(1 - depth): near is Spectral's red end #9e0142, far its blue end #5e4fa2
+    assert img[0, 0].tolist() == [158, 1, 66] and img[0, 1].tolist() == [94, 79, 162]
+    assert np.abs(img[0, 2] - [255, 255, 191]).max() <= 1  # the pale yellow middle #ffffbf
 
 
 def test_mean_depth_in_box_uses_per_axis_pixels():
@@ -39,7 +39,11 @@ def test_prompt_forms_agree():
     text = prompt_text(q)
     assert text.startswith("Original image: <image>\nDepth image: <image>\n") and text.endswith(INSTRUCTION)
     assert question_from_prompt(text) == q
-    msgs = chat_messages(q, answer="<think>x</think>")
-    parts = msgs[0]["content"]
-    assert [p["type"] for p in parts].count("image") == 2
-    assert msgs[1]["role"] == "assistant"
+    # the chat form is the same text with the two <image> placeholders as image parts, in order
+    user = {"role": "user", "content": [
+        {"type": "text", "text": "Original image: "}, {"type": "image"}, {"type": "text", "text": "\nDepth image: "},
+        {"type": "image"}, {"type": "text", "text": f"\n{q} {INSTRUCTION}"}]}
+    assert text == f"Original image: <image>\nDepth image: <image>\n{q} {INSTRUCTION}"
+    assert chat_messages(q) == [user]
+    assert chat_messages(q, answer="<think>x</think>") == [
+        user, {"role": "assistant", "content": [{"type": "text", "text": "<think>x</think>"}]}]

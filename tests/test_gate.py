@@ -12,7 +12,8 @@ def test_passes_when_every_threshold_holds_inclusive():
     assert r.checked["format_validity"] == {"value": 0.8, "min": 0.8, "passed": True}
     assert set(r.checked) == {"format_validity", "accuracy"}  # only thresholds are checked
     r.raise_if_failed()
-    assert "passed" in r.summary()
+    assert r.summary() == "gate passed (2 threshold(s))"
+    assert r.headline() == "passed: format_validity 0.800 >= 0.8, accuracy 0.900 >= 0.5"
 
 
 def test_fails_on_one_metric_with_readable_line():
@@ -20,8 +21,10 @@ def test_fails_on_one_metric_with_readable_line():
     assert not r.passed
     assert r.failures == ["format_validity 0.42 < 0.80"]
     assert r.checked["accuracy"]["passed"] and not r.checked["format_validity"]["passed"]
-    with pytest.raises(GateError, match="format_validity 0.42 < 0.80"):
+    with pytest.raises(GateError) as exc:
         r.raise_if_failed()
+    assert str(exc.value) == r.summary() == "gate failed:\n  - format_validity 0.42 < 0.80"
+    assert r.headline() == "FAILED: format_validity 0.420 < 0.8, accuracy 0.900 >= 0.5"
 
 
 def test_close_values_are_shown_with_enough_digits():
@@ -34,23 +37,26 @@ def test_missing_metric_is_a_failure_not_a_pass():
     assert not r.passed
     assert r.failures == ["metric 'grounding_acc50' missing from evaluation"]
     assert r.checked["grounding_acc50"] == {"value": None, "min": 0.1, "passed": False}
+    assert r.headline() == "FAILED: grounding_acc50 missing < 0.1, accuracy 1.000 >= 0.5"
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, "0.9", None, True])
 def test_non_numeric_metric_fails(bad):
-    r = check_gate({"accuracy": bad}, {"accuracy": 0.0})
-    assert not r.passed and "not a finite number" in r.failures[0]
+    r = check_gate({"accuracy": bad}, {"accuracy": 0.0})  # 0.0: any real number would pass
+    assert not r.passed and r.failures == [f"metric 'accuracy' is not a finite number: {bad!r}"]
+    assert r.checked == {"accuracy": {"value": None, "min": 0.0, "passed": False}}
 
 
 def test_empty_thresholds_pass_with_a_note():
     r = check_gate({"accuracy": 0.0}, {})
     assert r.passed and r.checked == {} and r.failures == []
-    assert r.note and "checked nothing" in r.note
-    assert "checked nothing" in r.summary()
+    assert r.note == "no thresholds configured: the gate checked nothing"
+    assert r.summary() == "gate passed (0 threshold(s)): no thresholds configured: the gate checked nothing"
+    assert r.headline() == "passed (no thresholds configured)"
 
 
 def test_invalid_threshold_raises():
-    with pytest.raises(ValueError, match="threshold for 'accuracy'"):
+    with pytest.raises(ValueError, match="^threshold for 'accuracy' must be a finite number, got 'high'$"):
         check_gate({"accuracy": 1.0}, {"accuracy": "high"})
 
 
@@ -60,5 +66,5 @@ def test_load_metrics_roundtrip_and_to_dict(tmp_path):
     r = check_gate(load_metrics(p), {"format_validity": 0.8})
     assert r.to_dict()["failures"] == ["format_validity 0.50 < 0.80"]
     (tmp_path / "bad.json").write_text("[1, 2]")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="metrics must be a JSON object, got list"):
         load_metrics(tmp_path / "bad.json")

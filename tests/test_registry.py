@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,8 +141,10 @@ def test_registry_errors_are_clear(local_cfg, tmp_path):
     with pytest.raises(registry.RegistryError, match="does not exist or is empty"):
         registry.register_model(local_cfg, empty, {}, {})
     rv = registry.register_model(local_cfg, _model_dir(tmp_path, "a"), {}, {})
-    with pytest.raises(registry.RegistryError, match="has no version 7"):
+    with pytest.raises(registry.RegistryError, match=r"has no version 7 in sqlite:///.* \(versions: 1\)$"):
         registry.promote(local_cfg, rv.name, 7)
+    with pytest.raises(registry.RegistryError, match="a model version is a positive integer, got 'abc'"):
+        registry.promote(local_cfg, rv.name, "abc")
     with pytest.raises(registry.RegistryError, match="does not exist"):
         registry.resolve(f"models:/{rv.name}@nope", local_cfg)
     with pytest.raises(registry.RegistryError, match="expected models:/NAME@alias"):
@@ -150,6 +153,21 @@ def test_registry_errors_are_clear(local_cfg, tmp_path):
         registry.describe("missing", local_cfg)
     assert registry.parse_models_uri("models:/m@champion") == ("m", "champion", None)
     assert registry.parse_models_uri("models:/m/3") == ("m", None, "3")
+
+
+def test_reading_never_creates_a_store(tmp_path):
+    db = tmp_path / "none" / "x.db"
+    uri = f"sqlite:///{db}"
+    reads = {
+        "describe": lambda: registry.describe("m", uri),
+        "promote": lambda: registry.promote(uri, "m", 1),
+        "get_version": lambda: registry.get_version(uri, "models:/m@champion"),
+        "resolve": lambda: registry.resolve("models:/m/1", tracking_uri=uri, cache_dir=tmp_path / "cache"),
+    }
+    for what, read in reads.items():
+        with pytest.raises(registry.RegistryError, match=f"^no MLflow store at {re.escape(str(db))}: "):
+            read()
+        assert not db.parent.exists(), what
 
 
 def test_register_on_mlflow_server_puts_artifacts_in_s3(server_cfg, mlflow_server, tmp_path):

@@ -101,8 +101,12 @@ def test_sft_dataset_has_messages_and_two_images(data_dir):
     assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
     assert [p["type"] for p in row["messages"][0]["content"]] == ["text", "image", "text", "image", "text"]
     assert sif.validate(row["messages"][1]["content"][0]["text"]) == []
-    assert len(row["images"]) == 2 and all(isinstance(im, Image.Image) for im in row["images"])
-    assert row["images"][0].size == (W, H)
+    # the record's own RGB and colour-depth images, in that order (the prompt's order)
+    rec = load_records(data_dir)[0]
+    assert len(row["images"]) == 2 and row["images"][0].size == (W, H)
+    for got, path in zip(row["images"], (rec["image"], rec["depth_image"]), strict=True):
+        with Image.open(data_dir / path) as want:
+            assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(want.convert("RGB"))), path
 
 
 def test_grpo_dataset_keeps_the_reward_columns(data_dir):
@@ -127,9 +131,13 @@ def test_rewards_score_the_fixture_trace_through_the_dataset_columns(data_dir):
     rows = [ds[i] for i in range(3)]
     cols = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
     gold = [load_records(data_dir)[i]["messages"][1]["content"] for i in range(3)]
-    scores = [f(gold, **cols) for f in funcs]
-    assert all(v == 1.0 for v in scores[0] + scores[1] + scores[3])  # format, answer, depth exact
-    assert all(v > 0.99 for v in scores[2])  # box: IoU of the exact box (the progress term is 0)
+    # format, answer, box (IoU of the exact box; the progress term is 0 on a first visit), depth
+    assert [f(gold, **cols) for f in funcs] == [[1.0, 1.0, 1.0]] * 4
+    # the same traces with a wrong answer: only the answer reward drops, so each reads its own column
+    wrong = [g.replace(f"<answer>{r['response']}</answer>", "<answer>purple</answer>")
+             for g, r in zip(gold, rows, strict=True)]
+    assert all(w != g for w, g in zip(wrong, gold, strict=True))
+    assert [f(wrong, **cols) for f in funcs] == [[1.0] * 3, [0.0] * 3, [1.0] * 3, [1.0] * 3]
     assert weights == [1.0, 1.0, 1.0, 1.0]
 
 
@@ -166,13 +174,27 @@ def test_callback_history_and_half_means():
     S.global_step = 2
     cb.on_log(None, S, None, logs={"loss": 1.0, "reward": 1.5})
     cb.on_log(None, S, None, logs={"train_runtime": 3.0, "train_loss": 1.5})
-    assert [r["loss"] for r in cb.history] == [2.0, 1.0] and "note" not in cb.history[0]
+    # numbers only (the string and the NaN are dropped); the end-of-training summary is kept apart
+    assert cb.history == [{"step": 1.0, "epoch": 0.5, "loss": 2.0, "reward": 0.5},
+                          {"step": 2.0, "epoch": 0.5, "loss": 1.0, "reward": 1.5}]
     assert cb.summary == {"train_runtime": 3.0, "train_loss": 1.5}
-    assert len(lines) == 2 and "step 2/2" in lines[1] and "loss=1" in lines[1]
+    assert len(lines) == 2
+    assert lines[0].startswith("[t] step 1/2 epoch 0.50 loss=2 reward=0.5 (")  # then the elapsed time
+    assert lines[1].startswith("[t] step 2/2 epoch 0.50 loss=1 reward=1.5 (")
     assert half_means(cb.history, "reward") == {"reward_first_half": 0.5, "reward_second_half": 1.5}
 
 
 # ---- training runs --------------------------------------------------------------------------------
+def _tensors(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def _tensor_names(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in _tensors(model_dir).items()}
+
+
 def _mlflow_run(cfg: RunConfig, run_id: str):
     from mlflow.tracking import MlflowClient
 
@@ -227,11 +249,19 @@ def test_grpo_runs_and_logs_reward_metrics(data_dir, base_model, tmp_path):
     cfg.grpo.max_completion_length, cfg.grpo.learning_rate = 16, 1e-3
     res = run_grpo(cfg, data_dir, base_model, tmp_path / "grpo", max_steps=2)
     assert len(res.history) == 2
-    for name in ("format", "answer", "box", "depth"):
-        assert f"rewards/{name}_reward/mean" in res.history[-1]
-    assert {"final_reward", "first_reward", "reward_first_half", "train_seconds"} <= set(res.metrics)
+    first, last = res.history
+    # TRL's reward is the weighted sum of the four SIF rewards (all weights 1 in the local recipe)
+    for row in res.history:
+        parts = [row[f"rewards/{name}_reward/mean"] for name in ("format", "answer", "box", "depth")]
+        assert row["reward"] == pytest.approx(sum(parts), abs=1e-6), row
+    # the stage's summary metrics are read off that history: two steps, one per half
+    assert (res.metrics["first_reward"], res.metrics["final_reward"]) == (first["reward"], last["reward"])
+    assert (res.metrics["reward_first_half"], res.metrics["reward_second_half"]) == (first["reward"], last["reward"])
+    assert res.metrics["train_seconds"] > 0
     assert (tmp_path / "work" / "progress.sqlite").is_file()  # the answer reward's progress store
-    load_model(res.output_dir, cfg)
+    # a full model folder (the base's tensors, no adapter) that load_model reads
+    assert _tensor_names(res.output_dir) == _tensor_names(base_model)
+    assert type(load_model(res.output_dir, cfg)[0]).__name__ == "Qwen2_5_VLForConditionalGeneration"
     client, run = _mlflow_run(cfg, res.mlflow_run_id)
     assert run.data.tags["sifthinker.stage"] == "grpo-sif" and run.data.params["grpo.beta"] == "0.04"
     for key in ("reward", "kl", "rewards/format_reward/mean", "rewards/depth_reward/mean"):
@@ -265,9 +295,16 @@ def test_sft_relaunches_itself_on_two_processes(data_dir, base_model, tmp_path, 
 
     monkeypatch.setenv("SIFTHINKER_NPROC", "2")
     cfg = make_cfg(tmp_path)
+    cfg.sft.warmup_ratio = 0.0  # else the one step runs at learning rate 0 and changes nothing
     res = run_sft(cfg, data_dir, base_model, tmp_path / "sft-ddp", max_steps=1)
-    assert res.mlflow_run_id and len(res.history) == 1 and "final_loss" in res.metrics
+    assert res.mlflow_run_id and len(res.history) == 1
+    assert res.metrics["final_loss"] == res.history[0]["loss"] > 0
     assert not (res.output_dir / "training_args.bin").exists()
-    load_model(res.output_dir, cfg)
+    # rank 0 saved the trained model: the language model moved one step, the frozen vision tower did not
+    trained, base = _tensors(res.output_dir), _tensors(base_model)
+    assert trained.keys() == base.keys()
+    changed = {k for k in base if not (trained[k] == base[k]).all()}  # on disk: model.*, lm_head, visual.*
+    assert {k for k in base if k.startswith(("model.", "lm_head."))} == changed
+    load_model(res.output_dir, cfg)  # and it loads
     _, run = _mlflow_run(cfg, res.mlflow_run_id)
     assert run.data.tags["sifthinker.stage"] == "sft"

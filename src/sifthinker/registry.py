@@ -9,6 +9,9 @@
   folder, downloading once per (tracking store, name, version) into a cache.
 * :func:`describe` lists the versions and aliases of a registered model.
 
+Only :func:`register_model` creates a tracking store; the other functions raise :class:`RegistryError`
+(one line naming the store) for a missing sqlite file, an unreachable server or a failing store.
+
 Tag layout on a model version (all values are strings, truncated to MLflow's limit):
 ``metric.<name>``, ``lineage.<key>`` (nested dicts flattened with dots), ``recipe``, ``recipe_artifact``,
 ``register_run_id``, and after a promotion ``previous.<alias>`` (the version that held the alias before,
@@ -17,16 +20,20 @@ or ``none``). The registered model gets ``last_promotion.<alias>`` = ``"<old> ->
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from sifthinker.config import RunConfig
 from sifthinker.names import Env, Stage
@@ -40,6 +47,7 @@ RECIPE_ARTIFACT = "recipe.yaml"
 _TAG_LIMIT = 5000  # MLflow's maximum tag value length
 _COMPLETE_MARKER = ".sifthinker-complete"
 _MODELS_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+_CONNECT_TIMEOUT = 5.0  # seconds to reach an HTTP tracking server before calling it unreachable
 
 
 class RegistryError(RuntimeError):
@@ -72,12 +80,53 @@ def lineage_from_metadata(cfg: RunConfig, metadata: dict[str, Any], model_uri: s
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
-def _client(tracking_uri: str):
+def _client(tracking_uri: str, create: bool = False):
+    """An MlflowClient on the store; only ``create=True`` (registering) may bring a new store into being."""
+    if not create:
+        _check_store(tracking_uri)  # before importing mlflow (seconds): a missing store fails at once
+    elif tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _check_store(uri: str) -> None:
+    """RegistryError for a missing store: MLflow would create the sqlite file, or retry a dead server for minutes."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if not Path(path).is_file():
+            raise RegistryError(f"no MLflow store at {path}: the file does not exist "
+                                "(nothing was registered there yet, or the tracking URI is wrong)")
+        return
+    u = urlparse(uri)
+    if u.scheme in ("http", "https") and u.hostname:
+        port = u.port or (443 if u.scheme == "https" else 80)
+        try:
+            socket.create_connection((u.hostname, port), timeout=_CONNECT_TIMEOUT).close()
+        except OSError as e:
+            raise RegistryError(f"the MLflow tracking server at {uri} is unreachable ({e.strerror or e})") from e
+
+
+@contextlib.contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """MLflow's failures (a server's 5xx, a broken sqlite file) as one RegistryError line naming the store."""
+    try:
+        yield
+    except Exception as e:
+        from mlflow.exceptions import MlflowException  # imported here: mlflow takes seconds to import
+
+        if not isinstance(e, MlflowException | OSError):
+            raise
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise RegistryError(f"the MLflow registry at {uri} failed: {first[:300]}") from e
+
+
+def _version_number(version: str | int) -> str:
+    v = str(version).strip()
+    if not v.isdigit() or int(v) < 1:
+        raise RegistryError(f"a model version is a positive integer, got {version!r}")
+    return str(int(v))
 
 
 def _tracking_uri(cfg_or_uri: RunConfig | str | None) -> str:
@@ -188,7 +237,7 @@ def register_model(
         artifact_uri = run.info.artifact_uri.rstrip("/")
     source = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}"
 
-    client = _client(cfg.tracking_uri)
+    client = _client(cfg.tracking_uri, create=True)
     _ensure_registered_model(client, name)
     mv = client.create_model_version(
         name=name, source=source, run_id=run_id, description=f"recipe {cfg.name}, registered by run {run_id}"
@@ -214,30 +263,36 @@ def promote(cfg_or_uri: RunConfig | str | None, name: str, version: str | int, a
     The version that held the alias before (or ``None``) is recorded on the promoted version as the tag
     ``previous.<alias>`` and on the registered model as ``last_promotion.<alias>``.
     """
-    from mlflow.exceptions import MlflowException
-
-    client = _client(_tracking_uri(cfg_or_uri))
-    version = str(version)
-    try:
-        client.get_model_version(name, version)
-    except MlflowException as e:
-        if _is_missing(e):
-            raise RegistryError(f"model {name!r} has no version {version}") from e
-        raise
-    try:
-        previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as e:
-        if not _is_missing(e):
-            raise
-        previous = None
-    if previous == version:
-        log.info("%s@%s already is version %s", name, alias, version)
-        return {"name": name, "version": version, "alias": alias, "previous": previous}
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, f"previous.{alias}", previous or "none")
-    client.set_registered_model_tag(name, f"last_promotion.{alias}", f"{previous or 'none'} -> {version}")
+    uri = _tracking_uri(cfg_or_uri)
+    version = _version_number(version)
+    with _store_errors(uri):
+        client = _client(uri)
+        rm = _registered_model(client, uri, name)
+        have = sorted(int(mv.version) for mv in client.search_model_versions(f"name = '{name}'"))
+        if int(version) not in have:
+            raise RegistryError(f"model {name!r} has no version {version} in {uri} "
+                                f"(versions: {', '.join(map(str, have)) or 'none'})")
+        held = (rm.aliases or {}).get(alias)
+        previous = None if held is None else str(held)
+        if previous == version:
+            log.info("%s@%s already is version %s", name, alias, version)
+            return {"name": name, "version": version, "alias": alias, "previous": previous}
+        client.set_registered_model_alias(name, alias, version)
+        client.set_model_version_tag(name, version, f"previous.{alias}", previous or "none")
+        client.set_registered_model_tag(name, f"last_promotion.{alias}", f"{previous or 'none'} -> {version}")
     log.info("%s@%s: %s -> %s", name, alias, previous, version)
     return {"name": name, "version": version, "alias": alias, "previous": previous}
+
+
+def _registered_model(client, uri: str, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as e:
+        if _is_missing(e):
+            raise RegistryError(f"no registered model named {name!r} in {uri}") from e
+        raise
 
 
 # ---- resolve ---------------------------------------------------------------------------------------
@@ -254,15 +309,17 @@ def get_version(cfg_or_uri: RunConfig | str | None, model_uri: str):
     from mlflow.exceptions import MlflowException
 
     name, alias, version = parse_models_uri(model_uri)
-    client = _client(_tracking_uri(cfg_or_uri))
-    try:
-        if alias is not None:
-            return client.get_model_version_by_alias(name, alias)
-        return client.get_model_version(name, version)
-    except MlflowException as e:
-        if _is_missing(e):
-            raise RegistryError(f"{model_uri} does not exist in {_tracking_uri(cfg_or_uri)}") from e
-        raise
+    uri = _tracking_uri(cfg_or_uri)
+    with _store_errors(uri):
+        client = _client(uri)
+        try:
+            if alias is not None:
+                return client.get_model_version_by_alias(name, alias)
+            return client.get_model_version(name, version)
+        except MlflowException as e:
+            if _is_missing(e):
+                raise RegistryError(f"{model_uri} does not exist in {uri}") from e
+            raise
 
 
 def default_cache_dir(cfg: RunConfig | None = None) -> Path:
@@ -324,28 +381,17 @@ def resolve(
 def describe(name: str, cfg_or_uri: RunConfig | str | None = None) -> dict:
     """``{"name", "aliases": {alias: version}, "versions": [{version, source, run_id, status, aliases, tags}]}``
     with versions in ascending order."""
-    from mlflow.exceptions import MlflowException
-
-    client = _client(_tracking_uri(cfg_or_uri))
-    try:
-        rm = client.get_registered_model(name)
-    except MlflowException as e:
-        if _is_missing(e):
-            raise RegistryError(f"no registered model named {name!r}") from e
-        raise
+    uri = _tracking_uri(cfg_or_uri)
+    with _store_errors(uri):
+        client = _client(uri)
+        rm = _registered_model(client, uri, name)
+        found = client.search_model_versions(f"name = '{name}'")
     aliases = {str(k): str(v) for k, v in (rm.aliases or {}).items()}
-    versions = []
-    for mv in client.search_model_versions(f"name = '{name}'"):
-        versions.append(
-            {
-                "version": str(mv.version),
-                "source": mv.source,
-                "run_id": mv.run_id,
-                "status": mv.status,
-                "created": mv.creation_timestamp,
-                "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
-                "tags": dict(mv.tags or {}),
-            }
-        )
+    versions = [
+        {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "status": mv.status,
+         "created": mv.creation_timestamp, "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
+         "tags": dict(mv.tags or {})}
+        for mv in found
+    ]
     versions.sort(key=lambda v: int(v["version"]))
     return {"name": name, "aliases": aliases, "tags": dict(rm.tags or {}), "versions": versions}

@@ -1,28 +1,41 @@
-"""`sifthinker model promote|list|resolve`: the MLflow model registry (see `sifthinker.registry`)."""
+"""`sifthinker model promote|list|resolve`: the MLflow model registry (see `sifthinker.registry`).
+
+Every failure is one line ``Error: ...`` with exit status 1; none of these commands creates a store.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sys
-from pathlib import Path
+import os
+from collections.abc import Iterator
 
 import click
+
+from sifthinker.cli.common import CLIError, load_recipe
+from sifthinker.registry import RegistryError
+
+# MLflow retries a failing tracking server (5xx, timeouts) for minutes; a person waiting on a command
+# should hear about it in seconds. A value the user exported wins.
+_FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
 def register(main: click.Group) -> None:
     main.add_command(model)
 
 
-def load_recipe(recipe: str | None):
-    """A RunConfig from a recipe path, or a recipe name under ./recipes (``local``); defaults without one."""
-    from sifthinker.config import RunConfig
-
-    if recipe is None:
-        return RunConfig()
-    p = Path(recipe)
-    if not p.exists() and not p.suffix and (Path("recipes") / f"{recipe}.yaml").is_file():
-        p = Path("recipes") / f"{recipe}.yaml"
-    return RunConfig.load(p)
+@contextlib.contextmanager
+def registry_call() -> Iterator[None]:
+    """Run a registry call with MLflow's HTTP retries cut short; a RegistryError becomes one CLI line."""
+    added = [k for k in _FAIL_FAST_HTTP if k not in os.environ]
+    os.environ.update({k: _FAIL_FAST_HTTP[k] for k in added})
+    try:
+        yield
+    except RegistryError as e:
+        raise CLIError(" ".join(str(e).split())) from e
+    finally:  # restored: in tests (CliRunner) the process goes on
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def tracking_options(f):
@@ -44,18 +57,17 @@ def model() -> None:
 
 @model.command("promote")
 @click.argument("name")
-@click.option("--version", "version", required=True, help="Model version to point the alias at.")
+@click.option("--version", "version", type=click.IntRange(min=1), required=True,
+              help="Model version (a positive integer) to point the alias at.")
 @click.option("--alias", default="champion", show_default=True)
 @tracking_options
-def promote_cmd(name: str, version: str, alias: str, recipe: str | None, tracking_uri: str | None) -> None:
+def promote_cmd(name: str, version: int, alias: str, recipe: str | None, tracking_uri: str | None) -> None:
     """Point ALIAS of model NAME at VERSION (the previous holder is recorded in tags)."""
-    from sifthinker.registry import RegistryError, promote
+    from sifthinker.registry import promote
 
-    try:
-        res = promote(store_uri(recipe, tracking_uri), name, version, alias)
-    except RegistryError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    uri = store_uri(recipe, tracking_uri)
+    with registry_call():
+        res = promote(uri, name, version, alias)
     prev = res["previous"] or "none"
     click.echo(f"{name}@{alias}: version {prev} -> {res['version']}")
 
@@ -66,13 +78,11 @@ def promote_cmd(name: str, version: str, alias: str, recipe: str | None, trackin
 @tracking_options
 def list_cmd(name: str, as_json: bool, recipe: str | None, tracking_uri: str | None) -> None:
     """List the versions and aliases of model NAME."""
-    from sifthinker.registry import RegistryError, describe
+    from sifthinker.registry import describe
 
-    try:
-        d = describe(name, store_uri(recipe, tracking_uri))
-    except RegistryError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    uri = store_uri(recipe, tracking_uri)
+    with registry_call():
+        d = describe(name, uri)
     if as_json:
         click.echo(json.dumps(d, indent=2, sort_keys=True))
         return
@@ -89,11 +99,9 @@ def list_cmd(name: str, as_json: bool, recipe: str | None, tracking_uri: str | N
 @tracking_options
 def resolve_cmd(model_uri: str, recipe: str | None, tracking_uri: str | None) -> None:
     """Download MODEL_URI (models:/NAME@alias or models:/NAME/V) to the local cache and print its folder."""
-    from sifthinker.registry import RegistryError, resolve
+    from sifthinker.registry import resolve
 
-    cfg = load_recipe(recipe)
-    try:
-        click.echo(resolve(model_uri, cfg, tracking_uri=store_uri(recipe, tracking_uri)))
-    except RegistryError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    uri = store_uri(recipe, tracking_uri)
+    cfg = load_recipe(recipe)  # the cache folder is the recipe's
+    with registry_call():
+        click.echo(resolve(model_uri, cfg, tracking_uri=uri))
