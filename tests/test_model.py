@@ -122,7 +122,8 @@ def test_assistant_mask_covers_the_trace_and_its_stop_token(loaded):
 
 def _greedy_by_hand(model, processor, req: GenRequest, max_new_tokens: int) -> str:
     """Greedy decoding without generate(): one full forward pass per token, argmax of the last position,
-    the image token barred, stopping at an end token; only the new tokens are decoded."""
+    the image token and the embedding rows past the tokenizer barred, stopping at an end token; only the
+    new tokens are decoded."""
     import torch
 
     tok = processor.tokenizer
@@ -136,6 +137,7 @@ def _greedy_by_hand(model, processor, req: GenRequest, max_new_tokens: int) -> s
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"],
                            image_grid_thw=inputs["image_grid_thw"]).logits[0, -1].clone()
             logits[model.config.image_token_id] = -float("inf")
+            logits[len(tok):] = -float("inf")  # rows no token maps to
         new.append(int(logits.argmax()))
         if new[-1] in stop:
             break

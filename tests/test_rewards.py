@@ -383,10 +383,14 @@ def test_conversational_and_plain_give_same_values() -> None:
     ],
 )
 def test_malformed_never_raises(comp: object) -> None:
+    """A malformed completion is the model's fault: every reward scores it 0, except the answer reward
+    when an <answer>yes</answer> (the ground truth here) can still be read."""
     kw = cols(1)
-    for name, fn in {**REWARD_FUNCS, "progress": make_answer_reward(MemoryProgressStore())}.items():
-        values = fn([comp], **kw)
-        assert len(values) == 1 and 0.0 <= values[0] <= 6.0, name
+    credit = 1.0 if isinstance(comp, str) and "<answer>yes</answer>" in comp else 0.0
+    expected = {"format": 0.0, "answer": credit, "box": 0.0, "depth": 0.0, "total": credit, "progress": credit}
+    got = {name: fn([comp], **kw) for name, fn in
+           {**REWARD_FUNCS, "progress": make_answer_reward(MemoryProgressStore())}.items()}
+    assert got == {name: [v] for name, v in expected.items()}
 
 
 def test_broken_format_keeps_answer_credit() -> None:
@@ -399,7 +403,7 @@ def test_broken_format_keeps_answer_credit() -> None:
 
 
 def test_misaligned_columns_raise() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="column 'response' has 1 values for 2 completions"):
         answer_reward(["a", "b"], response=["yes"])
 
 
@@ -424,7 +428,7 @@ def test_weights() -> None:
     assert make_total_reward({"format": 0.5, "box": 2.0, "depth": 0.0})([comp], **cols(1)) == [
         0.5 + 1 + 2 + 0
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown reward component 'fromat'"):
         make_total_reward({"fromat": 1.0})
 
 
@@ -436,8 +440,9 @@ def test_get_reward_funcs() -> None:
     funcs[1](comps, **kw)
     assert len(store) == 1  # the built answer reward uses the given store
     assert [f.__name__ for f in get_reward_funcs(["total"])] == ["total_reward"]
-    for bad in (["total", "format"], ["format", "format"], ["nope"]):
-        with pytest.raises(ValueError):
+    for bad, why in ((["total", "format"], "already includes every component"),
+                     (["format", "format"], "duplicate reward names"), (["nope"], "unknown reward 'nope'")):
+        with pytest.raises(ValueError, match=why):
             get_reward_funcs(bad)
 
 

@@ -183,9 +183,8 @@ def test_openai_chat_completion_with_sif_field(server, tiny_model_dir):
     # the route passes the question (instruction stripped), both images and max_tokens through unchanged
     model, processor = load_model(tiny_model_dir, RunConfig.load(REPO / "recipes" / "local.yaml"))
     (expected,) = generate(model, processor, [GenRequest(rgb, depth, question)], max_new_tokens=12)
-    # (the session's random tiny model currently greedily emits an embedding row past the tokenizer's
-    # vocabulary, so both are "" for now; the comparison bites as soon as it writes decodable tokens)
-    assert text == expected
+    # the random model writes something (generation never picks embedding rows past the tokenizer)
+    assert text == expected and text != ""
     # "length" when the completion used up max_tokens, else "stop"
     used = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
     assert reply.choices[0].finish_reason == ("length" if used >= 12 else "stop")

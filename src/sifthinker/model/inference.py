@@ -49,6 +49,14 @@ def _stop_ids(model: Any, processor: Any) -> list[int]:
     return ids
 
 
+def suppressed_ids(model: Any, processor: Any) -> list[int]:
+    """Ids generation must never emit: the image placeholder, and the embedding rows past the tokenizer's
+    vocabulary (Qwen2.5-VL pads its 151,665 tokens to 152,064 rows; an untrained or lightly trained model
+    may well pick such a row, which decodes to nothing)."""
+    rows = model.get_input_embeddings().num_embeddings
+    return [model.config.image_token_id, *range(len(processor.tokenizer), rows)]
+
+
 def generate(model: Any, processor: Any, requests: Sequence[GenRequest], max_new_tokens: int,
              temperature: float = 0.0, batch_size: int = 8) -> list[str]:
     """Generate one completion per request; returns the decoded completions (special tokens skipped).
@@ -72,6 +80,7 @@ def generate(model: Any, processor: Any, requests: Sequence[GenRequest], max_new
         else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
     )
     device = next(model.parameters()).device
+    suppress = suppressed_ids(model, processor)
     out: list[str] = []
     for batch in _chunks(list(requests), batch_size):
         inputs = build_inputs(processor, batch).to(device)
@@ -81,7 +90,7 @@ def generate(model: Any, processor: Any, requests: Sequence[GenRequest], max_new
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
                 eos_token_id=_stop_ids(model, processor),
-                suppress_tokens=[model.config.image_token_id],  # a stray image token would break decoding
+                suppress_tokens=suppress,
                 **sampling,
             )
         new = ids[:, inputs["input_ids"].shape[1] :]
