@@ -21,3 +21,16 @@ def crd_dir() -> Path:
     if beside.is_dir():
         return beside.resolve()
     pytest.skip(f"CRD schemas not available: set {Env.CRD_DIR} to a folder of CRD YAMLs (or put them in {beside})")
+
+
+@pytest.fixture
+def bad_recipes(tmp_path) -> dict[str, tuple[Path, str]]:
+    """Recipes that must not load, with a word the error must contain."""
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("name: x\ndata:\n  num_train: [1,\n")
+    negative = tmp_path / "negative.yaml"
+    negative.write_text("data:\n  num_train: -5\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("data:\n  num_trian: 5\n")
+    return {"malformed": (malformed, "malformed.yaml:"), "negative": (negative, "recipe.data.num_train"),
+            "unknown": (unknown, "num_trian"), "missing": (tmp_path / "nope.yaml", "nope.yaml")}

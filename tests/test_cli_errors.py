@@ -24,25 +24,11 @@ def assert_one_line_error(code: int, lines: list[str], *words: str) -> None:
         assert w in lines[0], (w, lines[0])
 
 
-@pytest.fixture
-def bad_recipes(tmp_path) -> dict[str, tuple[Path, str]]:
-    """Recipes that must not load, with a word the error must contain."""
-    malformed = tmp_path / "malformed.yaml"
-    malformed.write_text("name: x\ndata:\n  num_train: [1,\n")
-    negative = tmp_path / "negative.yaml"
-    negative.write_text("data:\n  num_train: -5\n")
-    unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("data:\n  num_trian: 5\n")
-    return {"malformed": (malformed, "malformed.yaml:"), "negative": (negative, "recipe.data.num_train"),
-            "unknown": (unknown, "num_trian"), "missing": (tmp_path / "nope.yaml", "nope.yaml")}
-
-
 @pytest.mark.parametrize("kind", ["malformed", "negative", "unknown", "missing"])
 @pytest.mark.parametrize("command", [
     ("pipeline", "compile", "-o", "{tmp}/p.yaml"),
     ("run",),
     ("serve", "--model", "{tmp}"),
-    ("model", "list", "m"),
     ("deploy", "--model", "s3://b/m", "--dry-run"),
 ], ids=lambda c: " ".join(c[:2]))
 def test_a_bad_recipe_is_one_line_for_every_command(command, kind, bad_recipes, tmp_path):

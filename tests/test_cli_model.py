@@ -109,7 +109,7 @@ def test_unreachable_tracking_server_fails_fast():
         t0 = time.monotonic()
         res = _run(*args, "--tracking-uri", uri)
         _error_line(res, 1, f"tracking server at {uri} is unreachable")
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 60  # not MLflow's minutes of retries (a hang guard, not a speed test)
 
 
 class _Unavailable(http.server.BaseHTTPRequestHandler):
@@ -136,26 +136,12 @@ def test_failing_tracking_server_is_not_retried_for_minutes(monkeypatch):
     finally:
         server.shutdown()
     _error_line(res, 1, f"the MLflow registry at {uri} failed", "503")
-    assert elapsed < 15
+    assert elapsed < 60  # a hang guard, not a speed test
     # the fail-fast settings were for that command only
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
 
 
-@pytest.fixture
-def bad_recipes(tmp_path) -> dict[str, tuple[Path, str]]:
-    """Recipe path -> the words its error must contain."""
-    malformed = tmp_path / "malformed.yaml"
-    malformed.write_text("name: x\nregistry: [\n")
-    unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("name: x\nbogus: 1\n")
-    return {
-        "missing": (tmp_path / "absent.yaml", f"recipe not found: {tmp_path / 'absent.yaml'}"),
-        "malformed": (malformed, "invalid YAML"),
-        "unknown": (unknown, "unknown key(s) ['bogus']"),
-    }
-
-
-@pytest.mark.parametrize("kind", ["missing", "malformed", "unknown"])
+@pytest.mark.parametrize("kind", ["missing", "malformed", "unknown", "negative"])
 @pytest.mark.parametrize("args", [
     ["list", MODEL], ["promote", MODEL, "--version", "1"], ["resolve", f"models:/{MODEL}@champion"],
 ])  # fmt: skip

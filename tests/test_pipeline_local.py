@@ -1,9 +1,10 @@
 """The whole pipeline, run locally by kfp's SubprocessRunner, with a gate that cannot pass.
 
 A small recipe (a dozen records, one short epoch, a couple of GRPO steps) and the threshold
-accuracy >= 1.01: every step up to the gate runs as its own subprocess, the gate fails, the run still
-ends cleanly, register and deploy never run and the MLflow registry stays empty. All stage runs in
-MLflow carry the one pipeline run id.
+accuracy >= 1.01, run as a user runs it: `sifthinker run --recipe ...` in a subprocess. Every step up
+to the gate runs as its own subprocess, the gate fails, the run still ends cleanly (exit 1, saying
+why), register and deploy never run and the MLflow registry stays empty. All stage runs in MLflow carry
+the one pipeline run id. The console shows one line per stage; the steps' output is in the log file.
 """
 
 import dataclasses
@@ -17,8 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pipelines` and `components` live at the repository root
     sys.path.insert(0, str(ROOT))
 
-from pipelines.run import run_local  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+
+from pipelines.run import _collect  # noqa: E402
 from sifthinker.config import RunConfig  # noqa: E402
+from sifthinker.names import STAGES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -42,19 +47,37 @@ def small_recipe() -> RunConfig:
 @pytest.fixture(scope="module")
 def failed_gate_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local-run")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SIFTHINKER_WORK_DIR", str(tmp / "work"))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv("SIFTHINKER_PIPELINE_RUN", raising=False)
-    try:
-        cfg = small_recipe()
-        yield cfg, run_local(cfg, pipeline_root=tmp / "kfp")
-    finally:
-        mp.undo()
+    cfg = small_recipe()
+    recipe = tmp / "small.yaml"
+    recipe.write_text(cfg.to_yaml())
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SIFTHINKER_PIPELINE_RUN")}
+    env["SIFTHINKER_WORK_DIR"] = str(tmp / "work")
+    proc = subprocess.run([sys.executable, "-m", "sifthinker.cli", "run", "--recipe", str(recipe),
+                           "--pipeline-root", str(tmp / "kfp")], cwd=tmp, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    (run_dir,) = [d for d in (tmp / "kfp").iterdir() if d.is_dir()]
+    run_id = next(line.split()[2].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("pipeline run "))
+    cfg = dataclasses.replace(cfg, work_dir=str(tmp / "work"))
+    yield cfg, _collect(run_id, tmp / "kfp", run_dir), proc
+
+
+def test_the_console_shows_one_line_per_stage_and_the_log_has_the_rest(failed_gate_run):
+    cfg, res, proc = failed_gate_run
+    assert proc.returncode == 1 and proc.stderr == ""  # a failed gate: exit 1, nothing else on stderr
+    lines = proc.stdout.splitlines()
+    log_path = Path(lines[0].rsplit("full log: ", 1)[1])
+    stage_lines = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in STAGES]
+    assert stage_lines == list(STAGES[:6])  # build-data .. gate, in order, once each
+    gate_line = next(line for line in lines if line.split() and line.split()[0] == "gate")
+    assert "FAILED: accuracy" in gate_line and "< 1.01" in gate_line
+    assert len(lines) <= 20, proc.stdout  # about a line per stage plus the summary, nothing from the steps
+    log = log_path.read_text()
+    assert "executor_input" in log or "Executing task" in log  # KFP's own output went to the log file
+    assert "Executing task" not in proc.stdout and "[sft] step" not in proc.stdout
 
 
 def test_gate_fails_cleanly_and_nothing_after_it_runs(failed_gate_run):
-    _, res = failed_gate_run
+    _, res, _ = failed_gate_run
     assert res.ran == ["build-data", "validate-data", "sft", "grpo-sif", "evaluate", "gate"]
     assert res.gate_passed is False
     assert any(f.startswith("accuracy ") and f.endswith("< 1.01") for f in res.gate_failures), res.gate_failures
@@ -63,7 +86,7 @@ def test_gate_fails_cleanly_and_nothing_after_it_runs(failed_gate_run):
 
 
 def test_artifacts_of_every_step(failed_gate_run):
-    _, res = failed_gate_run
+    _, res, _ = failed_gate_run
     train = res.artifact("build-data", "train_data")
     assert len(json.loads((train / "records.json").read_text())) == 12
     assert res.tasks["build-data"].artifacts["eval_data"]["metadata"]["num_records"] == 6
@@ -86,7 +109,7 @@ def test_artifacts_of_every_step(failed_gate_run):
 def test_mlflow_has_one_pipeline_run_and_no_model_versions(failed_gate_run):
     from mlflow import MlflowClient
 
-    cfg, res = failed_gate_run
+    cfg, res, _ = failed_gate_run
     client = MlflowClient(cfg.tracking_uri)
     assert client.search_model_versions(f"name='{cfg.registry.model_name}'") == []
     exp = client.get_experiment_by_name(cfg.registry.experiment)

@@ -29,6 +29,7 @@ import shutil
 import socket
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,8 @@ def _check_store(uri: str) -> None:
                                 "(nothing was registered there yet, or the tracking URI is wrong)")
         return
     u = urlparse(uri)
-    if u.scheme in ("http", "https") and u.hostname:
+    proxied = urllib.request.getproxies().get(u.scheme) and not urllib.request.proxy_bypass(u.hostname or "")
+    if u.scheme in ("http", "https") and u.hostname and not proxied:  # through a proxy a direct connect says nothing
         port = u.port or (443 if u.scheme == "https" else 80)
         try:
             socket.create_connection((u.hostname, port), timeout=_CONNECT_TIMEOUT).close()

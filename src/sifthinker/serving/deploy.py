@@ -28,9 +28,7 @@ import dataclasses
 import logging
 import os
 import shutil
-import socket
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -278,33 +276,6 @@ def _cluster_reachable(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks")) and host not in ("localhost", "127.0.0.1", "::1")
 
 
-def _check_tracking_server(uri: str) -> None:
-    """Fail in seconds on an unreachable HTTP tracking server (MLflow itself retries for minutes)."""
-    u = urlparse(uri)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        return
-    if urllib.request.getproxies().get(u.scheme) and not urllib.request.proxy_bypass(u.hostname):
-        return  # reached through a proxy: a direct connection says nothing
-    port = u.port or (443 if u.scheme == "https" else 80)
-    try:
-        socket.create_connection((u.hostname, port), timeout=5).close()
-    except OSError as e:
-        raise DeployError(f"the model registry at {uri} is unreachable ({e.strerror or e})") from e
-
-
-def _registry_version(cfg: RunConfig, model_uri: str):
-    from mlflow.exceptions import MlflowException
-
-    from sifthinker import registry
-
-    _check_tracking_server(cfg.tracking_uri)
-    try:
-        return registry.get_version(cfg, model_uri)
-    except (MlflowException, OSError) as e:  # RegistryError (no such version) passes through as is
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DeployError(f"cannot read {model_uri} from the registry at {cfg.tracking_uri}: {first}") from e
-
-
 def deploy(
     cfg: RunConfig, model_uri: str, apply: bool = False, out_dir: str | Path | None = None, dry_run: bool = False
 ) -> DeployResult:
@@ -322,7 +293,9 @@ def deploy(
     kubectl = find_kubectl() if apply else None  # before any work: --apply without kubectl cannot succeed
     problem = None
     if model_uri.startswith("models:/"):
-        mv = _registry_version(cfg, model_uri)
+        from sifthinker import registry
+
+        mv = registry.get_version(cfg, model_uri)  # RegistryError: one line naming the store
         source = mv.source
         storage_uri = storage_uri_for(cfg, source)
         if storage_uri is None and not _cluster_reachable(cfg.tracking_uri):
