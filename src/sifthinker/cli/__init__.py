@@ -22,7 +22,25 @@ _NOISY_LOGGERS = ["great_expectations", "alembic", "mlflow", "urllib3", "httpx",
 
 
 class _Main(click.Group):
-    """The group that turns an unexpected exception into one line (``-v`` shows the traceback)."""
+    """The group that makes every error one line: a usage mistake (click prints the whole usage block
+    otherwise) and an unexpected exception alike (``-v`` shows its traceback)."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            where = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+            click.echo(f"Error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
