@@ -16,11 +16,14 @@ setup: $(STAMP)
 
 # constraints.txt pins every transitive version CI was green with; torch 2.14.1 / torchvision 0.29.1 are
 # the CPU-machine pins (pip takes them from the local wheel cache, never a CUDA build from the registry).
+# pip's output goes to $(VENV)/install.log (its last lines are shown when it fails).
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -c constraints.txt -e ".[torch-cpu,train,platform,dev]"
-	touch $(STAMP)
+	@echo "setting up $(VENV) (first run: a few minutes; log in $(VENV)/install.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --upgrade "pip>=24" > $(VENV)/install.log 2>&1 \
+	  && $(BIN)/python -m pip install -c constraints.txt -e ".[torch-cpu,train,platform,dev]" >> $(VENV)/install.log 2>&1 \
+	  || { tail -40 $(VENV)/install.log; echo "setup failed: see $(VENV)/install.log"; exit 1; }
+	@touch $(STAMP)
 
 test: setup
 	$(BIN)/python -m pytest
@@ -30,7 +33,7 @@ test-fast: setup
 
 # One line per stage on the console, everything else in work/logs/; `make demo VERBOSE=1` shows it all.
 demo: setup
-	$(BIN)/sifthinker $(if $(VERBOSE),-v) demo --recipe recipes/local.yaml
+	@$(BIN)/sifthinker $(if $(VERBOSE),-v) demo --recipe recipes/local.yaml
 
 lint: setup
 	$(BIN)/ruff check src tests pipelines components benchmarks
