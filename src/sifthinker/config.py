@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from sifthinker.names import REWARDS, Env
+from sifthinker.names import BENCHMARKS, DEPTH_PROVIDERS, REWARDS, Env
 from sifthinker.schema import ConfigError, FieldDoc, build, read_yaml
 from sifthinker.schema import describe_fields as _describe
 
@@ -137,16 +137,48 @@ class GRPOConfig:
 
 
 @dataclass
+class BenchmarkRef:
+    name: str = _f(help="Benchmark name (sifthinker.names.BENCHMARKS).", choices=BENCHMARKS)
+    data: str | None = _f(None, "Folder or s3:// URI of the benchmark's published files; sif-bench without "
+                                "one uses the pipeline's held-out split.")
+    limit: int | None = _f(None, "Score only the first N items (smoke runs).", ge=1)
+
+
+@dataclass
 class EvalConfig:
     max_new_tokens: int = _f(256, "Most tokens generated per eval item.", ge=1)
     batch_size: int = _f(8, "Eval items generated together.", ge=1)
     num_render: int = _f(4, "Traces drawn on their images for the report.", ge=0)
+    benchmarks: list[BenchmarkRef] = _f(help="Benchmarks the evaluate stage runs; metrics are keyed "
+                                             "<benchmark>/<metric>.", factory=lambda: [BenchmarkRef("sif-bench")],
+                                        nonempty=True)
+    scoring: str = _f("strict", "strict (missing <answer> is wrong) or original (the original scripts' E1-E6).",
+                      choices=("strict", "original"))
+    concurrency: int = _f(4, "Requests in flight when evaluating an OpenAI-compatible endpoint.", ge=1)
+    request_timeout_s: float = _f(300.0, "Seconds before an endpoint request is abandoned (then retried).", gt=0)
+    retries: int = _f(2, "Retries of a failed endpoint request (timeouts, 5xx, connection errors).", ge=0)
+
+
+@dataclass
+class DepthConfig:
+    provider: str = _f("depth-anything-v2", "How the colour depth image is made for an RGB image that has none "
+                                            "(benchmarks, serving): depth-anything-v2 or fake-gradient (a named "
+                                            "fake for tests and CPU smoke runs, not a depth model).",
+                       choices=DEPTH_PROVIDERS)
+    model: str = _f("depth-anything/Depth-Anything-V2-Large-hf", "Depth-Anything-V2 weights: a local folder or a "
+                                                                 "hub id (hub ids need network access).", nonempty=True)
+    device: str = _f("auto", "Where the depth model runs: auto (GPU when present), cpu, cuda, cuda:N.", nonempty=True)
 
 
 @dataclass
 class GateConfig:
-    thresholds: dict[str, float] = _f(help="Metric name -> minimum value; every threshold must hold for the "
-                                           "gate to pass.", factory=lambda: {"format_validity": 0.8})
+    thresholds: dict[str, float] = _f(help="Metric -> minimum value; every threshold must hold for the gate to "
+                                           "pass. Keys are <benchmark>/<metric> (sif-bench/format_validity); a bare "
+                                           "metric name means sif-bench's.",
+                                      factory=lambda: {"format_validity": 0.8})
+    vs_champion: dict[str, float] = _f(help="Metric -> allowed drop below the current champion's registered value "
+                                            "(spatialbench/overall: 0.01 means >= champion - 0.01); no champion yet: "
+                                            "the rule passes, saying so.", factory=dict, ge=0)
 
 
 @dataclass
@@ -226,6 +258,7 @@ class RunConfig:
     sft: SFTConfig = _f(help="SFT warm-up.", factory=SFTConfig)
     grpo: GRPOConfig = _f(help="GRPO-SIF.", factory=GRPOConfig)
     eval: EvalConfig = _f(help="Evaluation.", factory=EvalConfig)
+    depth: DepthConfig = _f(help="Depth provider for images without a depth map.", factory=DepthConfig)
     gate: GateConfig = _f(help="Promotion gate.", factory=GateConfig)
     registry: RegistryConfig = _f(help="MLflow tracking and model registry.", factory=RegistryConfig)
     serving: ServingConfig = _f(help="KServe model server.", factory=ServingConfig)

@@ -26,6 +26,12 @@ class Stage(StrEnum):
 STAGES: tuple[str, ...] = tuple(s.value for s in Stage)
 TRAINING_STAGES: tuple[str, ...] = (Stage.SFT.value, Stage.GRPO_SIF.value)
 
+# The benchmarks `sifthinker eval` and the evaluate stage know (sifthinker.evaluation.benchmarks).
+BENCHMARKS: tuple[str, ...] = ("sif-bench", "spatialbench", "cv-bench", "vstar", "sat", "refcoco", "ovdeval")
+
+# Depth providers: how the colour depth image a model sees is made for an RGB image without one.
+DEPTH_PROVIDERS: tuple[str, ...] = ("depth-anything-v2", "fake-gradient")
+
 # The four GRPO-SIF rewards (method spec, section 3), in the order TRL receives and logs them.
 REWARDS: tuple[str, ...] = ("format", "answer", "box", "depth")
 
