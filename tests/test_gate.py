@@ -68,3 +68,59 @@ def test_load_metrics_roundtrip_and_to_dict(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="metrics must be a JSON object, got list"):
         load_metrics(tmp_path / "bad.json")
+
+
+# ---- relative to the current champion -----------------------------------------------------------------
+def test_champion_relative_rules_name_every_failing_comparison():
+    metrics = {"spatialbench/overall": 0.58, "cv-bench/overall": 0.70, "format_validity": 0.9}
+    champion = {"spatialbench/overall": 0.62, "cv-bench/overall": 0.70}
+    r = check_gate(metrics, {"format_validity": 0.8},
+                   vs_champion={"spatialbench/overall": 0.01, "cv-bench/overall": 0.0}, champion=champion)
+    assert not r.passed
+    assert r.failures == ["spatialbench/overall 0.58 < 0.61 (champion 0.62 - 0.01)"]
+    assert r.checked["cv-bench/overall vs champion"] == {"champion": 0.70, "drop": 0.0, "value": 0.70,
+                                                         "min": 0.70, "passed": True}
+    assert r.headline() == ("FAILED: spatialbench/overall vs champion 0.580 < 0.61, cv-bench/overall vs champion "
+                            "0.700 >= 0.7, format_validity 0.900 >= 0.8")
+
+
+def test_no_champion_yet_passes_and_says_so():
+    r = check_gate({"spatialbench/overall": 0.1}, {}, vs_champion={"spatialbench/overall": 0.01}, champion=None)
+    assert r.passed and r.failures == [] and r.note is None
+    assert r.notes == ["spatialbench/overall: no champion yet, nothing to compare with"]
+    assert r.headline() == "passed: spatialbench/overall: no champion yet, nothing to compare with"
+    r = check_gate({"sat/overall": 0.1}, {}, vs_champion={"sat/overall": 0.0}, champion={"other": 1.0})
+    assert r.passed and r.notes == ["sat/overall: the champion has no registered value, nothing to compare with"]
+
+
+def test_a_metric_missing_from_the_evaluation_fails_the_relative_rule():
+    r = check_gate({}, {}, vs_champion={"vstar/overall": 0.0}, champion={"vstar/overall": 0.5})
+    assert r.failures == ["metric 'vstar/overall' missing from evaluation (needed to compare with the champion)"]
+
+
+def test_run_gate_reads_the_champion_from_the_registry(tmp_path):
+    """The real registry: versions 1 (champion) and 2; the gate compares the candidate with version 1's tags."""
+    from mlflow import MlflowClient
+
+    from sifthinker import registry
+    from sifthinker.config import RunConfig
+    from sifthinker.gate import champion_metrics, run_gate
+
+    cfg = RunConfig(work_dir=str(tmp_path / "work"))
+    cfg.registry.model_name = "gate-test"
+    cfg.gate.thresholds = {}
+    cfg.gate.vs_champion = {"spatialbench/overall": 0.02}
+    assert champion_metrics(cfg) is None  # no store at all: no champion, and no store gets created
+    assert not (tmp_path / "work").exists()
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    v1 = registry.register_model(cfg, model, {"spatialbench/overall": 0.6}, {})
+    assert champion_metrics(cfg) is None  # registered but never promoted
+    assert run_gate(cfg, {"spatialbench/overall": 0.0}).passed
+    registry.promote(cfg, "gate-test", v1.version)
+    assert champion_metrics(cfg) == {"spatialbench/overall": 0.6}
+    r = run_gate(cfg, {"spatialbench/overall": 0.57})
+    assert r.failures == ["spatialbench/overall 0.57 < 0.58 (champion 0.6 - 0.02)"]
+    assert run_gate(cfg, {"spatialbench/overall": 0.58}).passed
+    assert str(MlflowClient(cfg.tracking_uri).get_model_version_by_alias("gate-test", "champion").version) == "1"

@@ -1,4 +1,5 @@
-"""gate: every `cfg.gate.thresholds` metric must reach its minimum (`check_gate`).
+"""gate: every `cfg.gate.thresholds` metric must reach its minimum, and every `cfg.gate.vs_champion`
+metric the current champion's value minus the allowed drop (`run_gate`).
 
 The decision is the component's return value (`Output`, a bool) and the pipeline guards register and
 deploy with `dsl.If(gate.outputs["Output"] == True)`. A failed gate is not an error: the run ends
@@ -17,12 +18,12 @@ def gate(recipe: str, metrics_json: str, failures: OutputPath(str)) -> bool:
     """Check the evaluation metrics against the recipe's thresholds; True when all of them hold."""
     import json
 
-    from sifthinker.gate import check_gate
+    from sifthinker.gate import run_gate
     from sifthinker.names import Stage
     from sifthinker.stages import stage
 
     with stage(Stage.GATE, recipe) as st:
-        result = check_gate(json.loads(metrics_json), st.cfg.gate.thresholds)
+        result = run_gate(st.cfg, json.loads(metrics_json))
         print(result.summary())
         with open(failures, "w") as f:
             f.write("\n".join(result.failures))

@@ -19,8 +19,9 @@ def register(recipe: str, pipeline_run: str, model: Input[Model], metrics_json: 
     import json
     from pathlib import Path
 
+    from sifthinker.lineage import lineage_from_metadata
     from sifthinker.names import Stage
-    from sifthinker.registry import lineage_from_metadata, register_model
+    from sifthinker.registry import register_model
     from sifthinker.stages import stage
 
     with stage(Stage.REGISTER, recipe, pipeline_run) as st:

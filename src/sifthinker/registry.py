@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sifthinker.config import RunConfig
+from sifthinker.lineage import dir_hash, flatten
 from sifthinker.names import Env, Stage
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class RegistryError(RuntimeError):
     """A registry operation that cannot be done; the message says what and why."""
 
 
+class NotRegistered(RegistryError):
+    """The store is there but holds no such model, version or alias."""
+
+
 @dataclass(frozen=True)
 class RegisteredVersion:
     name: str
@@ -71,16 +76,6 @@ class RegisteredVersion:
         return f"{self.name} version {self.version} (alias {CHALLENGER})"
 
 
-def lineage_from_metadata(cfg: RunConfig, metadata: dict[str, Any], model_uri: str, pipeline_run: str) -> dict:
-    """The lineage tags of a model version from its KFP model artifact's metadata (training stages write
-    ``train_data``, ``base_model``, ``sft_model``, ``parent_runs``)."""
-    return {"data_dir": metadata.get("train_data", ""), "base_model": metadata.get("base_model", cfg.model.base),
-            "sft_model": metadata.get("sft_model", ""), "model_artifact": model_uri, "recipe": cfg.name,
-            "parent_runs": {k: v for k, v in dict(metadata.get("parent_runs") or {}).items() if v},
-            "pipeline_run": os.environ.get(Env.PIPELINE_RUN) or pipeline_run}
-
-
-# ---- helpers ---------------------------------------------------------------------------------------
 def _client(tracking_uri: str, create: bool = False):
     """An MlflowClient on the store; only ``create=True`` (registering) may bring a new store into being."""
     if not create:
@@ -144,29 +139,6 @@ def _tag_value(v: Any) -> str:
     return s if len(s) <= _TAG_LIMIT else s[: _TAG_LIMIT - 3] + "..."
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
-def dir_hash(path: str | Path) -> str:
-    """SHA-256 over the relative paths and contents of every file under ``path`` (sorted)."""
-    root = Path(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def _is_missing(e: Exception) -> bool:
@@ -320,7 +292,7 @@ def get_version(cfg_or_uri: RunConfig | str | None, model_uri: str):
             return client.get_model_version(name, version)
         except MlflowException as e:
             if _is_missing(e):
-                raise RegistryError(f"{model_uri} does not exist in {uri}") from e
+                raise NotRegistered(f"{model_uri} does not exist in {uri}") from e
             raise
 
 

@@ -1,7 +1,6 @@
 """The shared shape of every benchmark: the normalised item, per-item results, scores, the protocol.
 
-``../shared/spec/benchmarks.md`` (beside the checkout; summarised in docs/evaluation.md) fixes the item
-form: one JSONL line per item ``{"id", "benchmark", "category", "question", "images": [paths relative to
+The project's benchmark specification (summarised in docs/evaluation.md) fixes the item form: one JSONL line per item ``{"id", "benchmark", "category", "question", "images": [paths relative to
 the data folder], "options": {"A": ...} | null, "answer": "B" | "yes" | "3" | free text, "boxes":
 [[x1,y1,x2,y2] pixels] | null, "width", "height", "source"?, "pair_id"?}``. Adapters turn a benchmark's
 published files into these items; scoring, caching, prompts and reports are shared.
