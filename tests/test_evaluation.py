@@ -153,43 +153,21 @@ def test_length_mismatch_raises(ds):
         score_predictions(recs, ["x"] * 3, root)
 
 
-# ---- runner ------------------------------------------------------------------------------------
+# ---- the evaluate stage (sif-bench through the benchmark runner) ---------------------------------
 
 
 def _cfg(tmp_path, **eval_kw) -> RunConfig:
     cfg = RunConfig(work_dir=str(tmp_path / "work"))
     cfg.registry.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg.registry.artifact_root = str(tmp_path / "mlartifacts")
+    cfg.depth.provider = "fake-gradient"  # sif-bench items bring their own depth images; never load weights
     for k, v in {"batch_size": 3, "num_render": 3, **eval_kw}.items():
         setattr(cfg.eval, k, v)
     return cfg
 
 
-def test_evaluate_with_fake_oracle_writes_everything(ds, tmp_path):
-    root, recs = ds
-    res = evaluate(_cfg(tmp_path), None, root, tmp_path / "out", generate_fn=FakeOracleGenerator(), track=False)
-    assert res.run_id is None  # track=False: no MLflow run
-    assert res.metrics["accuracy"] == 1 and res.metrics["format_validity"] == 1
-    assert res.headline() == "validity 1.000, accuracy 1.000, grounding Acc@0.5 1.000, depth 1.000 (4 items)"
-    rows = [json.loads(line) for line in res.predictions_path.read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["t-0", "t-1", "t-2", "t-3"]
-    assert rows[0]["prediction"] == recs[0]["messages"][1]["content"] and rows[0]["correct"] is True
-    assert json.loads((tmp_path / "out/metrics.json").read_text()) == res.metrics
-    assert len(res.renders) == 3 and all(p.is_file() for p in res.renders)
-    cats = [next(r["category"] for r in recs if r["id"] in p.name) for p in res.renders]
-    assert cats[:2] == ["depth", "counting"]  # round-robin over categories
-    html = res.report_html.read_text()
-    assert "accuracy/counting" in html and res.chart.is_file()
-    # Self-contained: the chart and all 3 renders are embedded, and the files stay on disk too.
-    uris = _img_sources(html)
-    assert len(uris) == 4 and [_png_bytes(u) for u in uris] == [p.read_bytes() for p in [res.chart, *res.renders]]
-
-
-# ---- report ------------------------------------------------------------------------------------
-
-
 def _img_sources(html: str) -> list[str]:
-    return re.findall(r"<img src='([^']*)'", html)
+    return re.findall(r"<img [^>]*src='([^']*)'", html)
 
 
 def _png_bytes(uri: str) -> bytes:
@@ -198,31 +176,28 @@ def _png_bytes(uri: str) -> bytes:
     return base64.b64decode(uri[len(prefix):], validate=True)
 
 
-def test_report_embeds_chart_and_renders_as_data_uris(ds, tmp_path):
-    from sifthinker.evaluation.report import category_accuracy_chart, write_html_report
-
+def test_evaluate_with_fake_oracle_writes_everything(ds, tmp_path):
     root, recs = ds
-    preds = [r["messages"][1]["content"] for r in recs]
-    scores = score_predictions(recs, preds, root)
-    chart = category_accuracy_chart(scores.metrics, tmp_path / "out" / "chart.png")
-    renders = []
-    for i, colour in enumerate(((255, 0, 0), (0, 0, 255))):
-        renders.append(tmp_path / "out" / "renders" / f"{i}.png")
-        renders[-1].parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (8, 6), colour).save(renders[-1])
-    # The report in another folder than its images: relative links would break, data URIs cannot.
-    report = write_html_report(tmp_path / "elsewhere" / "report.html", scores.metrics, scores.items, preds,
-                               chart=chart, renders=renders)
-    html = report.read_text()
-    assert html.count("<img ") == 3 and html.count("data:image/png;base64,") == 3
-    decoded = [_png_bytes(u) for u in _img_sources(html)]
-    assert decoded == [chart.read_bytes(), renders[0].read_bytes(), renders[1].read_bytes()]
-    assert Image.open(renders[1]).getpixel((0, 0)) == (0, 0, 255) and decoded[1] != decoded[2]
-    assert "renders/" not in html and "chart.png" not in html
-    not_png = tmp_path / "x.png"
-    not_png.write_bytes(b"GIF89a")
-    with pytest.raises(ValueError, match="not a PNG"):
-        write_html_report(tmp_path / "r.html", scores.metrics, scores.items, preds, chart=not_png)
+    res = evaluate(_cfg(tmp_path), None, root, tmp_path / "out", generate_fn=FakeOracleGenerator(), track=False)
+    assert res.run_id is None  # track=False: no MLflow run
+    assert res.metrics["accuracy"] == 1 and res.metrics["format_validity"] == 1
+    assert res.metrics["sif-bench/accuracy"] == 1 and res.metrics["sif-bench/category/depth"] == 1
+    assert res.headline() == "validity 1.000, accuracy 1.000, grounding Acc@0.5 1.000, depth 1.000 (4 items)"
+    rows = [json.loads(line) for line in res.predictions_path.read_text().splitlines()]
+    assert res.predictions_path == tmp_path / "out/sif-bench/predictions.jsonl"
+    assert [r["id"] for r in rows] == ["t-0", "t-1", "t-2", "t-3"]
+    assert rows[0]["response"] == recs[0]["messages"][1]["content"]
+    assert json.loads((tmp_path / "out/metrics.json").read_text()) == res.metrics
+    bench_metrics = json.loads((tmp_path / "out/sif-bench/metrics.json").read_text())
+    assert bench_metrics["scoring"] == "strict" and bench_metrics["overall"] == 1
+    assert len(res.renders) == 3 and all(p.is_file() for p in res.renders)
+    cats = [next(r["category"] for r in recs if r["id"] in p.name) for p in res.renders]
+    assert cats[:2] == ["depth", "counting"]  # round-robin over categories
+    html = res.report_html.read_text()
+    assert "category/counting" in html and "href='sif-bench/report.html'" in html
+    # Self-contained: the chart and all 3 renders are embedded, and the files stay on disk too.
+    uris = _img_sources(html)
+    assert len(uris) == 4 and [_png_bytes(u) for u in uris] == [p.read_bytes() for p in [res.chart, *res.renders]]
 
 
 def test_evaluate_with_corrupted_fake_and_batches(ds, tmp_path):
@@ -230,14 +205,15 @@ def test_evaluate_with_corrupted_fake_and_batches(ds, tmp_path):
     seen = []
 
     class CountingFake(FakeOracleGenerator):
-        def __call__(self, records, root):
-            seen.append(len(records))
-            return super().__call__(records, root)
+        def __call__(self, requests):
+            seen.append(len(requests))
+            return super().__call__(requests)
 
     res = evaluate(_cfg(tmp_path, num_render=0), None, root, tmp_path / "out",
                    generate_fn=CountingFake("no_answer", every=2), track=False)
     assert seen == [3, 1]
     assert res.metrics["accuracy"] == 0.5 and res.metrics["format_validity"] == 0.5 and res.renders == []
+    assert res.metrics["format_failures"] == 2
     res = evaluate(_cfg(tmp_path), None, root, tmp_path / "out2", generate_fn=FakeOracleGenerator("miss_boxes"),
                    track=False)
     assert res.metrics["grounding_acc50"] == 0 and res.metrics["accuracy"] == 1 and res.metrics["format_validity"] == 1
@@ -246,9 +222,22 @@ def test_evaluate_with_corrupted_fake_and_batches(ds, tmp_path):
 def test_generator_returning_wrong_count_fails(ds, tmp_path):
     root, _ = ds
     with pytest.raises(RuntimeError, match="returned 0 texts for a batch of 3"):
-        evaluate(_cfg(tmp_path), None, root, tmp_path / "out", generate_fn=lambda recs, root: [], track=False)
+        evaluate(_cfg(tmp_path), None, root, tmp_path / "out", generate_fn=lambda requests: [], track=False)
     with pytest.raises(ValueError, match="model_dir is required"):
         evaluate(_cfg(tmp_path), None, root, tmp_path / "out", track=False)
+
+
+def test_evaluate_refuses_a_benchmark_without_data(ds, tmp_path):
+    from sifthinker.config import BenchmarkRef
+
+    root, _ = ds
+    cfg = _cfg(tmp_path)
+    cfg.eval.benchmarks = [BenchmarkRef("sif-bench"), BenchmarkRef("spatialbench")]
+    with pytest.raises(ValueError, match="spatialbench needs `data`"):
+        evaluate(cfg, None, root, tmp_path / "out", generate_fn=FakeOracleGenerator(), track=False)
+    cfg.eval.benchmarks = [BenchmarkRef("sif-bench"), BenchmarkRef("sif-bench", limit=1)]
+    with pytest.raises(ValueError, match="lists sif-bench more than once"):
+        evaluate(cfg, None, root, tmp_path / "out", generate_fn=FakeOracleGenerator(), track=False)
 
 
 def test_evaluate_logs_to_mlflow(ds, tmp_path):
@@ -257,10 +246,14 @@ def test_evaluate_logs_to_mlflow(ds, tmp_path):
     root, _ = ds
     res = evaluate(_cfg(tmp_path), "models/fake", root, tmp_path / "out", generate_fn=FakeOracleGenerator())
     run = mlflow.get_run(res.run_id)
-    assert run.data.metrics["accuracy"] == 1 and run.data.metrics["accuracy/depth"] == 1
+    assert run.data.metrics["accuracy"] == 1 and run.data.metrics["sif-bench/category/depth"] == 1
+    assert run.data.metrics["sif-bench/format_failures"] == 0
     assert run.data.tags["sifthinker.stage"] == "evaluate" and run.data.params["generator"] == "fake-oracle"
-    names = {a.path for a in mlflow.MlflowClient().list_artifacts(res.run_id)}
-    assert {"metrics.json", "predictions.jsonl", "report.html", "accuracy_by_category.png", "renders"} <= names
+    client = mlflow.MlflowClient()
+    assert {a.path for a in client.list_artifacts(res.run_id)} == {"metrics.json", "report.html", "sif-bench"}
+    names = {a.path for a in client.list_artifacts(res.run_id, "sif-bench")}
+    assert names == {f"sif-bench/{n}" for n in ("metrics.json", "predictions.jsonl", "items.jsonl", "report.html",
+                                                "chart.png", "renders")}
 
 
 def test_model_generator_wiring_with_fake_model_modules(ds, tmp_path, monkeypatch):
@@ -269,8 +262,9 @@ def test_model_generator_wiring_with_fake_model_modules(ds, tmp_path, monkeypatc
     calls = {}
 
     class GenRequest:
-        def __init__(self, image, depth_image, question):
+        def __init__(self, image, depth_image, question, more_images=(), more_depth_images=()):
             self.image, self.depth_image, self.question = image, depth_image, question
+            self.more = (more_images, more_depth_images)
 
     def load_model(path, cfg):
         calls.setdefault("loads", []).append(Path(path))
@@ -279,6 +273,7 @@ def test_model_generator_wiring_with_fake_model_modules(ds, tmp_path, monkeypatc
     def generate(model, processor, requests, max_new_tokens, temperature=0.0, batch_size=1):
         calls["gen"] = (model, processor, max_new_tokens, temperature, batch_size)
         assert all(r.image.size == (W, H) and r.depth_image.getpixel((0, 0)) == (200, 40, 40) for r in requests)
+        assert all(r.more == ((), ()) for r in requests)
         return [("<answer>red cube</answer>" if r.question.startswith("Which") else "<answer>2</answer>")
                 for r in requests]
 
@@ -291,6 +286,7 @@ def test_model_generator_wiring_with_fake_model_modules(ds, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "sifthinker.model.inference", inf)
 
     cfg = _cfg(tmp_path, max_new_tokens=77, num_render=1)
+    (tmp_path / "model").mkdir()
     res = evaluate(cfg, tmp_path / "model", root, tmp_path / "out", track=False)
     assert calls["loads"] == [tmp_path / "model"]  # loaded once for two batches
     assert calls["gen"] == ("MODEL", "PROC", 77, 0.0, 3)
@@ -299,7 +295,6 @@ def test_model_generator_wiring_with_fake_model_modules(ds, tmp_path, monkeypatc
 
 def test_evaluate_with_the_real_tiny_model(ds, tmp_path, tiny_model_dir):
     """The default (non-fake) path end to end: load_model + greedy generate on a tiny random model."""
-    from sifthinker.evaluation.runner import record_images
     from sifthinker.model import load_model
     from sifthinker.model.inference import GenRequest, generate
     from sifthinker.trace import validate
@@ -310,11 +305,38 @@ def test_evaluate_with_the_real_tiny_model(ds, tmp_path, tiny_model_dir):
     cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.num_render = 8, 2, 1
     res = evaluate(cfg, tiny_model_dir, root, tmp_path / "out", track=False, limit=2)
     rows = [json.loads(line) for line in res.predictions_path.read_text().splitlines()]
-    # the predictions are the model's greedy completions, scored as the metrics say
+    # the predictions are the model's greedy completions on the record's own RGB and depth images
     model, processor = load_model(tiny_model_dir, cfg)
-    reqs = [GenRequest(*record_images(r, root), r["problem"]) for r in records[:2]]
-    assert [r["prediction"] for r in rows] == generate(model, processor, reqs, max_new_tokens=8)
-    assert all(r["prediction"] for r in rows)
+    reqs = [GenRequest(Image.open(root / r["image"]).convert("RGB"), Image.open(root / r["depth_image"]).convert("RGB"),
+                       r["problem"]) for r in records[:2]]
+    assert [r["response"] for r in rows] == generate(model, processor, reqs, max_new_tokens=8)
+    assert all(r["response"] for r in rows)
     assert res.metrics["n"] == 2
-    assert res.metrics["format_validity"] == sum(not validate(r["prediction"]) for r in rows) / 2
+    assert res.metrics["format_validity"] == sum(not validate(r["response"]) for r in rows) / 2
     assert len(res.renders) == 1 and res.report_html.is_file()
+
+
+def test_benchmark_report_is_self_contained_and_escapes_model_text(tmp_path):
+    from sifthinker.evaluation.benchmarks.base import BenchmarkScore, Item, ItemResult, Scoring
+    from sifthinker.evaluation.report import ReportData, category_chart, write_benchmark_report
+
+    items = [Item(id=f"i{k}", benchmark="x", category="c", question="q?", images=["a.png"]) for k in range(2)]
+    score = BenchmarkScore("x", Scoring.ORIGINAL, {"overall": 0.5, "n": 2, "format_failures": 1, "category/c": 0.5},
+                           [ItemResult("i0", "c", True, False), ItemResult("i1", "c", False, True)],
+                           notes=["a <note>"])
+    chart = category_chart(score, tmp_path / "out" / "chart.png")
+    render = tmp_path / "out" / "renders" / "0.png"
+    render.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 6), (0, 0, 255)).save(render)
+    data = ReportData("x", score, items, {"i0": "<answer>yes</answer>", "i1": "<script>alert(1)</script>"},
+                      chart, [(render, "i0 <b>")])
+    # The report in another folder than its images: relative links would break, data URIs cannot.
+    html = write_benchmark_report(tmp_path / "elsewhere" / "report.html", data).read_text()
+    assert [_png_bytes(u) for u in _img_sources(html)] == [chart.read_bytes(), render.read_bytes()]
+    assert "renders/" not in html and "chart.png" not in html
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "a &lt;note&gt;" in html
+    assert "class='scoring'>original<" in html and "class='format-failures'>1<" in html
+    not_png = tmp_path / "x.png"
+    not_png.write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match="not a PNG"):
+        write_benchmark_report(tmp_path / "r.html", ReportData("x", score, items, {}, not_png))

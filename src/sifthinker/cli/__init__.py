@@ -17,7 +17,7 @@ import click
 from sifthinker.cli.common import CLIError
 
 PLUGIN_GROUP = "sifthinker.commands"
-_COMMAND_MODULES = ["data", "model", "serve"]
+_COMMAND_MODULES = ["data", "model", "serve", "eval"]
 _NOISY_LOGGERS = ["great_expectations", "alembic", "mlflow", "urllib3", "httpx", "kfp", "matplotlib", "PIL"]
 
 

@@ -1,7 +1,7 @@
 """Batched generation for evaluation and serving: the user prompt of the spec with both images.
 
-A request is (RGB image, colour depth image, question). The prompt is `prompts.chat_messages(question)`
-rendered by the processor's chat template with the generation prompt, exactly as in training, and the
+A request is (RGB image, colour depth image, question), plus further RGB images and their depth images
+for multi-image items (SAT). The prompt is `prompts.chat_messages(question, n_images=...)` rendered by the processor's chat template with the generation prompt, exactly as in training, and the
 images are encoded once (single-pass inference, spec section 1). Prompts are left-padded so every row
 of a batch continues from its last prompt token; only the newly generated tokens are decoded.
 """
@@ -19,11 +19,27 @@ from sifthinker.prompts import chat_messages
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One question about one image: the RGB image, its colour depth rendering and the question."""
+    """One question about one image: the RGB image, its colour depth rendering and the question.
+
+    ``more_images`` / ``more_depth_images``: further RGB images of a multi-image item and their depth
+    images, in the same order; the model sees every RGB image, then every depth image.
+    """
 
     image: Image.Image
     depth_image: Image.Image
     question: str
+    more_images: tuple[Image.Image, ...] = ()
+    more_depth_images: tuple[Image.Image, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.more_images) != len(self.more_depth_images):
+            raise ValueError(f"{len(self.more_images)} more RGB images but {len(self.more_depth_images)} more "
+                             "depth images: every RGB image needs its depth image")
+
+    @property
+    def images(self) -> list[Image.Image]:
+        """What the model sees, in prompt order: all RGB images, then all depth images."""
+        return [self.image, *self.more_images, self.depth_image, *self.more_depth_images]
 
 
 def _chunks(items: Sequence[GenRequest], size: int) -> Iterator[Sequence[GenRequest]]:
@@ -33,9 +49,10 @@ def _chunks(items: Sequence[GenRequest], size: int) -> Iterator[Sequence[GenRequ
 
 def build_inputs(processor: Any, requests: Sequence[GenRequest]) -> Any:
     """Tokenised, left-padded model inputs (with pixel values) for a batch of requests."""
-    texts = [processor.apply_chat_template(chat_messages(r.question), tokenize=False, add_generation_prompt=True)
+    texts = [processor.apply_chat_template(chat_messages(r.question, n_images=1 + len(r.more_images)),
+                                           tokenize=False, add_generation_prompt=True)
              for r in requests]
-    images = [[r.image.convert("RGB"), r.depth_image.convert("RGB")] for r in requests]
+    images = [[im.convert("RGB") for im in r.images] for r in requests]
     return processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
 
 

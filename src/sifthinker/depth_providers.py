@@ -1,0 +1,131 @@
+"""Depth providers: the colour depth image a model sees, made for an RGB image that comes without one.
+
+``make_depth_provider(cfg.depth)`` returns a callable ``provider(image) -> colour depth image`` (the
+``Spectral_r`` rendering of :func:`sifthinker.depth.colorize`, near = red) with a ``fingerprint``: what
+the images depend on, so prediction caches can tell providers apart.
+
+* ``depth-anything-v2``: the paper's depth model (:class:`sifthinker.depth.DepthAnythingV2`), weights
+  from a local folder or a hub id (``depth.model``), on ``depth.device``. Each distinct image is
+  estimated once: results are kept in memory and, given ``cache_dir``, as PNG files keyed by the image's
+  pixels, so a rerun or a second benchmark over the same photos does not run the model again.
+* ``fake-gradient``: a NAMED FAKE, not a depth model: a vertical gradient (top of the image far, bottom
+  near) whatever the image shows. It exists so tests and CPU smoke runs can exercise the whole path
+  without depth weights; its images say nothing about the scene.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from sifthinker.config import DepthConfig
+from sifthinker.depth import colorize
+
+__all__ = ["DepthAnythingProvider", "DepthProvider", "FakeGradientDepth", "make_depth_provider"]
+
+
+class DepthProvider(Protocol):
+    name: str
+    fingerprint: str
+
+    def __call__(self, image: Image.Image) -> Image.Image: ...
+
+
+class FakeGradientDepth:
+    """FAKE depth provider (see the module docstring): relative depth ``1 - y / (H - 1)``, coloured."""
+
+    name = "fake-gradient"
+    fingerprint = "fake-gradient:v1"
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        column = 1.0 - np.linspace(0.0, 1.0, max(h, 1), dtype=np.float32)  # top far (1), bottom near (0)
+        return colorize(np.repeat(column[:, None], max(w, 1), axis=1))
+
+
+def _image_key(image: Image.Image) -> str:
+    rgb = image.convert("RGB")
+    h = hashlib.sha256(f"{rgb.size}".encode())
+    h.update(rgb.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _pipeline_device(device: str) -> int | str:
+    """``depth.device`` as a transformers pipeline device (-1 = CPU)."""
+    if device == "cpu":
+        return -1
+    if device == "auto":
+        import torch
+
+        return 0 if torch.cuda.is_available() else -1
+    return device  # "cuda", "cuda:1", ...
+
+
+class DepthAnythingProvider:
+    """Depth-Anything-V2 with a per-image cache (memory, plus PNG files when ``cache_dir`` is given)."""
+
+    name = "depth-anything-v2"
+
+    def __init__(self, model: str, device: str = "auto", cache_dir: str | Path | None = None,
+                 memory_items: int = 256):
+        self.model, self.device = model, device
+        self.fingerprint = f"depth-anything-v2:{model}"
+        key = hashlib.sha256(self.fingerprint.encode()).hexdigest()[:12]
+        self.cache_dir = Path(cache_dir) / key if cache_dir else None
+        self._memory: OrderedDict[str, Image.Image] = OrderedDict()
+        self._memory_items = memory_items
+        self._estimator = None
+        self._lock = threading.Lock()  # endpoint evaluation asks from several threads; the model is not re-entrant
+        self.estimated = 0  # images that went through the model (the rest came from a cache)
+
+    def _estimate(self, image: Image.Image) -> Image.Image:
+        if self._estimator is None:  # loaded on first use: a fully cached run never loads the weights
+            from sifthinker.depth import DepthAnythingV2
+
+            try:
+                self._estimator = DepthAnythingV2(self.model, device=_pipeline_device(self.device))
+            except OSError as e:  # transformers says "not a valid model identifier" etc. at length
+                raise OSError(f"cannot load Depth-Anything-V2 weights {self.model!r} (depth.model): "
+                              f"{' '.join(str(e).split())[:300]}") from e
+        self.estimated += 1
+        return colorize(self._estimator(image.convert("RGB")))
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        key = _image_key(image)
+        with self._lock:
+            return self._cached(key, image)
+
+    def _cached(self, key: str, image: Image.Image) -> Image.Image:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        path = self.cache_dir / f"{key}.png" if self.cache_dir else None
+        if path is not None and path.is_file():
+            with Image.open(path) as im:
+                out = im.convert("RGB")
+        else:
+            out = self._estimate(image)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                out.save(tmp, format="PNG")
+                tmp.replace(path)  # never leave a half-written PNG under the final name
+        self._memory[key] = out
+        while len(self._memory) > self._memory_items:
+            self._memory.popitem(last=False)
+        return out
+
+
+def make_depth_provider(cfg: DepthConfig, cache_dir: str | Path | None = None) -> DepthProvider:
+    """The provider ``cfg.provider`` names (``cache_dir``: where Depth-Anything-V2 keeps its results)."""
+    if cfg.provider == "fake-gradient":
+        return FakeGradientDepth()
+    if cfg.provider == "depth-anything-v2":
+        return DepthAnythingProvider(cfg.model, cfg.device, cache_dir)
+    raise ValueError(f"unknown depth provider {cfg.provider!r} (depth-anything-v2 or fake-gradient)")
