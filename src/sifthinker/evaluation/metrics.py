@@ -37,7 +37,7 @@ from sifthinker.depth import load_depth_map, mean_depth
 from sifthinker.geometry import clip_box, union_iou
 from sifthinker.rewards import depth_ok
 
-__all__ = ["EvalScores", "ItemScore", "depth_consistency", "gt_boxes", "score_item", "score_predictions"]
+__all__ = ["EvalScores", "ItemScore", "depth_consistency", "gt_boxes", "nms_ap", "score_item", "score_predictions"]
 
 BoxT = tuple[float, float, float, float]
 IOU_THRESHOLD = 0.5
@@ -167,3 +167,5 @@ def score_predictions(
         dm = load_depth_map(root / rec["depth_map"]) if rec.get("depth_map") else None
         items.append(score_item(rec, pred if isinstance(pred, str) else "", dm, iou_threshold))
     return EvalScores(items=items, metrics=aggregate(items))
+
+from sifthinker.evaluation.nms_ap import nms_ap  # noqa: E402,F401
