@@ -6,8 +6,8 @@ plain environment (``platform.env``) and the workspace PVC (``platform.workspace
 
 The secrets (``platform.secrets``, as environment variables: hub token, MLflow and S3 credentials) go to
 the steps that talk to those services, ``SECRET_STEPS``: training and evaluation (hub downloads, MLflow
-runs), register (MLflow registry, S3 artifact store) and deploy. build-data, validate-data and gate
-work on their inputs only and get no credentials.
+runs, benchmark data on S3), gate (the champion's registered metrics), register (MLflow registry, S3
+artifact store) and deploy. build-data and validate-data work on their inputs only and get no credentials.
 
 For a GPU step (named in ``platform.gpu_steps`` while ``platform.gpu.count > 0``): the accelerator
 request (``gpu.resource`` x ``gpu.count``), CPU/memory requests and limits, the node selector, the
@@ -30,7 +30,7 @@ WORKSPACE_MOUNT = "/workspace"
 SHM_VOLUME = "dshm"
 SHM_MOUNT = "/dev/shm"
 # Steps that use the hub, MLflow or object storage and therefore get ``platform.secrets``.
-SECRET_STEPS = frozenset({Stage.SFT, Stage.GRPO_SIF, Stage.EVALUATE, Stage.REGISTER, Stage.DEPLOY})
+SECRET_STEPS = frozenset({Stage.SFT, Stage.GRPO_SIF, Stage.EVALUATE, Stage.GATE, Stage.REGISTER, Stage.DEPLOY})
 
 
 def step_name(step: str) -> str:

@@ -95,13 +95,21 @@ class LocalRunResult:
 
     @property
     def ran(self) -> list[str]:
-        """Task names that ran, in pipeline order."""
-        return [s for s in STAGES if s in self.tasks] + sorted(set(self.tasks) - set(STAGES))
+        """Task names that ran, in pipeline order; a stage run once per item reads ``evaluate:<benchmark>``."""
+        out = []
+        for stage in STAGES:
+            out += [t for t in sorted(self.tasks) if t == stage or t.startswith(f"{stage}:")]
+        return out + sorted(set(self.tasks) - set(out))
 
     @property
     def metrics(self) -> dict[str, Any]:
-        ev = self.tasks.get("evaluate")
-        return json.loads(ev.parameters.get("Output") or "{}") if ev else {}
+        """The evaluation metrics the gate read (every benchmark's, keyed ``<benchmark>/<metric>``)."""
+        from sifthinker.gate import merge_metrics
+
+        if (gate := self.tasks.get("gate")) and gate.parameters.get("metrics"):
+            return json.loads(gate.parameters["metrics"])
+        return merge_metrics([t.parameters.get("Output") or "{}" for n, t in self.tasks.items()
+                              if n.split(":")[0] == "evaluate"])
 
     def artifact(self, task: str, name: str) -> Path:
         return self.tasks[task].path(name)
@@ -109,7 +117,7 @@ class LocalRunResult:
     def summary(self) -> str:
         """A few lines: the run, the gate's verdict, what was registered and deployed, where artifacts are."""
         lines = [f"pipeline run {self.pipeline_run_id}: {len(self.tasks)} steps ran, artifacts in {self.run_dir}"]
-        skipped = [s for s in STAGES if s not in self.tasks]
+        skipped = [s for s in STAGES if not any(t.split(":")[0] == s for t in self.tasks)]
         if skipped:
             lines.append(f"  not run: {', '.join(skipped)}")
         if self.gate_passed is not None:
@@ -180,7 +188,19 @@ def _collect(run_id: str, root: Path, run_dir: Path) -> LocalRunResult:
     from components import COMPONENTS
 
     by_name = {c.name: c for c in COMPONENTS.values()}
-    tasks = {d.name: _read_task(d, by_name.get(d.name)) for d in sorted(run_dir.iterdir()) if d.is_dir()}
+    tasks: dict[str, TaskOutputs] = {}
+    for d in sorted(run_dir.iterdir()):
+        if not d.is_dir():
+            continue
+        if d.name.startswith("for-loop-"):  # one ParallelFor iteration: its tasks, named by their item
+            for t in sorted(x for x in d.iterdir() if x.is_dir()):
+                task = _read_task(t, by_name.get(t.name))
+                part = next((a["metadata"].get("benchmark") for a in task.artifacts.values()
+                             if a["metadata"].get("benchmark")), d.name.rsplit("-", 1)[-1])
+                task.name = f"{t.name}:{part}"
+                tasks[task.name] = task
+        else:
+            tasks[d.name] = _read_task(d, by_name.get(d.name))
     result = LocalRunResult(pipeline_run_id=run_id, pipeline_root=root, run_dir=run_dir, tasks=tasks)
     if gate := tasks.get("gate"):
         result.gate_passed = bool(gate.parameters.get("Output"))

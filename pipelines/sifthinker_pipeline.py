@@ -1,4 +1,5 @@
-"""The SIFThinker pipeline: build_data -> validate_data -> sft -> grpo_sif -> evaluate -> gate -> register -> deploy.
+"""The SIFThinker pipeline: build_data -> validate_data -> sft -> grpo_sif -> evaluate (per benchmark) -> gate ->
+register -> deploy.
 
 ``build_pipeline(cfg)`` returns a ``@dsl.pipeline`` function for one run config. The config travels in
 two ways. (1) As the ``recipe`` parameter, whose default is the whole recipe as one line of JSON (which is
@@ -8,7 +9,8 @@ task settings from ``cfg.platform`` (images, GPUs, scheduling, /dev/shm, secrets
 ``pipelines/platform.py``): overriding ``recipe`` at submit time changes what the steps do, not where
 they run.
 
-register and deploy run only inside ``dsl.If(gate == True)``: a failed gate ends the run cleanly.
+evaluate runs once per benchmark of ``cfg.eval.benchmarks`` (a ``dsl.ParallelFor``; the gate collects their
+metrics). register and deploy run only inside ``dsl.If(gate == True)``: a failed gate ends the run cleanly.
 """
 
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
@@ -45,12 +47,14 @@ def build_pipeline(cfg: RunConfig) -> Callable:
         sft_task = sft(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data).after(checked)
         grpo_task = grpo_sif(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data,
                              sft_model=sft_task.outputs["model"])
-        eval_task = evaluate(recipe=recipe, pipeline_run=RUN_ID, model=grpo_task.outputs["model"],
-                             eval_data=eval_data)
-        gate_task = gate(recipe=recipe, metrics_json=eval_task.outputs["Output"])
+        # One evaluate step per benchmark (in parallel on a cluster); the gate merges their metrics.
+        with dsl.ParallelFor(items=[b.name for b in cfg.eval.benchmarks], name="benchmarks") as benchmark:
+            eval_task = evaluate(recipe=recipe, pipeline_run=RUN_ID, benchmark=benchmark,
+                                 model=grpo_task.outputs["model"], eval_data=eval_data)
+        gate_task = gate(recipe=recipe, metrics_parts=dsl.Collected(eval_task.outputs["Output"]))
         with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
             reg_task = register(recipe=recipe, pipeline_run=RUN_ID, model=grpo_task.outputs["model"],
-                                metrics_json=eval_task.outputs["Output"])
+                                metrics_json=gate_task.outputs["metrics"])
             deploy_task = deploy(recipe=recipe, pipeline_run=RUN_ID, model_uri=reg_task.outputs["model_uri"],
                                  apply=apply_deployment)
         tasks = {Stage.BUILD_DATA: data, Stage.VALIDATE_DATA: checked, Stage.SFT: sft_task,

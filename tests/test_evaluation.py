@@ -313,7 +313,9 @@ def test_evaluate_with_the_real_tiny_model(ds, tmp_path, tiny_model_dir):
     assert all(r["response"] for r in rows)
     assert res.metrics["n"] == 2
     assert res.metrics["format_validity"] == sum(not validate(r["response"]) for r in rows) / 2
-    assert len(res.renders) == 1 and res.report_html.is_file()
+    # one render per benchmark of the recipe (SIF-Bench and the V* fixture), each within its limit of 2
+    assert [p.parent.parent.name for p in res.renders] == ["sif-bench", "vstar"] and res.report_html.is_file()
+    assert res.metrics["vstar/n"] == 2
 
 
 def test_benchmark_report_is_self_contained_and_escapes_model_text(tmp_path):

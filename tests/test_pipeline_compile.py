@@ -5,6 +5,7 @@ local recipe (none of them) and the 8-GPU recipe (GPUs, scheduling, /dev/shm, se
 """
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -39,15 +40,28 @@ class Compiled:
         self.cond_name = conds[0]
         self.cond = self.root_tasks[self.cond_name]
         self.cond_tasks = self.spec["components"][self.cond["componentRef"]["name"]]["dag"]["tasks"]
+        loops = [n for n, t in self.root_tasks.items() if "parameterIterator" in t]
+        assert len(loops) == 1, loops  # evaluate's ParallelFor over the recipe's benchmarks
+        self.loop_name = loops[0]
+        self.loop = self.root_tasks[self.loop_name]
+        self.loop_tasks = self.spec["components"][self.loop["componentRef"]["name"]]["dag"]["tasks"]
+
+    @property
+    def stage_tasks(self) -> set[str]:
+        return set(self.root_tasks) - {self.cond_name, self.loop_name} | set(self.cond_tasks) | set(self.loop_tasks)
 
     def task(self, name: str) -> dict:
-        return self.root_tasks.get(name) or self.cond_tasks[name]
+        return self.root_tasks.get(name) or self.cond_tasks.get(name) or self.loop_tasks[name]
 
     def deps(self, name: str) -> set[str]:
-        """Direct upstream stages; a task inside the condition also waits for the condition's upstreams."""
+        """Direct upstream stages; a task inside the condition or the loop also waits for its upstreams,
+        and waiting for the loop means waiting for the tasks in it."""
         deps = set(self.task(name).get("dependentTasks", []))
-        if name in self.cond_tasks:
-            deps |= set(self.cond.get("dependentTasks", []))
+        for group, tasks in ((self.cond, self.cond_tasks), (self.loop, self.loop_tasks)):
+            if name in tasks:
+                deps |= set(group.get("dependentTasks", []))
+        if self.loop_name in deps:
+            deps = deps - {self.loop_name} | set(self.loop_tasks)
         return deps
 
     def upstream(self, name: str) -> set[str]:
@@ -88,8 +102,7 @@ def gpu(gpu_cfg, tmp_path_factory) -> Compiled:
 @pytest.mark.parametrize("which", ["local", "gpu"])
 def test_all_stages_in_order(which, request):
     c: Compiled = request.getfixturevalue(which)
-    names = set(c.root_tasks) - {c.cond_name} | set(c.cond_tasks)
-    assert names == set(STAGES)
+    assert c.stage_tasks == set(STAGES)
     for up, down in CHAIN:
         assert up in c.upstream(down), f"{down} must run after {up}"
     for i, stage in enumerate(STAGES):  # no stage waits for a later one
@@ -108,10 +121,26 @@ def test_artifacts_flow_between_stages(which, request):
     assert art("validate-data", "eval_data") == {"producerTask": "build-data", "outputArtifactKey": "eval_data"}
     assert art("sft", "train_data")["producerTask"] == "build-data"
     assert art("grpo-sif", "sft_model") == {"producerTask": "sft", "outputArtifactKey": "model"}
-    assert art("evaluate", "model") == {"producerTask": "grpo-sif", "outputArtifactKey": "model"}
-    assert art("evaluate", "eval_data")["outputArtifactKey"] == "eval_data"
-    gate_in = c.task("gate")["inputs"]["parameters"]["metrics_json"]["taskOutputParameter"]
-    assert gate_in == {"producerTask": "evaluate", "outputParameterKey": "Output"}
+    # inside the loop, evaluate gets the loop's inputs, which come from grpo-sif and build-data
+    assert c.task("evaluate")["inputs"]["artifacts"] == {
+        "model": {"componentInputArtifact": "pipelinechannel--grpo-sif-model"},
+        "eval_data": {"componentInputArtifact": "pipelinechannel--build-data-eval_data"}}
+    assert c.loop["inputs"]["artifacts"]["pipelinechannel--grpo-sif-model"]["taskOutputArtifact"] == {
+        "producerTask": "grpo-sif", "outputArtifactKey": "model"}
+    assert c.loop["inputs"]["artifacts"]["pipelinechannel--build-data-eval_data"]["taskOutputArtifact"] == {
+        "producerTask": "build-data", "outputArtifactKey": "eval_data"}
+    gate_in = c.task("gate")["inputs"]["parameters"]["metrics_parts"]["taskOutputParameter"]
+    assert gate_in == {"producerTask": c.loop_name, "outputParameterKey": "pipelinechannel--evaluate-Output"}
+    # register records the gate's merged metrics (through the condition's inputs)
+    assert c.task("register")["inputs"]["parameters"]["metrics_json"] == {
+        "componentInputParameter": "pipelinechannel--gate-metrics"}
+    assert c.cond["inputs"]["parameters"]["pipelinechannel--gate-metrics"]["taskOutputParameter"] == {
+        "producerTask": "gate", "outputParameterKey": "metrics"}
+    # one evaluate step per benchmark of the recipe, each told which one
+    cfg = request.getfixturevalue(f"{which}_cfg")
+    assert c.loop["parameterIterator"]["items"]["raw"] == json.dumps([b.name for b in cfg.eval.benchmarks])
+    assert c.task("evaluate")["inputs"]["parameters"]["benchmark"] == {
+        "componentInputParameter": c.loop["parameterIterator"]["itemInput"]}
     dep_in = c.task("deploy")["inputs"]["parameters"]["model_uri"]["taskOutputParameter"]
     assert dep_in == {"producerTask": "register", "outputParameterKey": "model_uri"}
     outs = c.spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
@@ -182,10 +211,10 @@ def _secret_env(k8s: dict) -> dict[str, tuple[str, str]]:
 def test_secrets_only_where_services_are_used(gpu):
     expected = {"HF_TOKEN": ("hf-token", "token"), "MLFLOW_TRACKING_URI": ("mlflow-credentials", "tracking_uri"),
                 "AWS_ACCESS_KEY_ID": ("s3-credentials", "access_key_id")}
-    for stage in (*GPU_STEPS, "register", "deploy"):
+    for stage in (*GPU_STEPS, "gate", "register", "deploy"):  # gate: the champion's registered metrics
         env = _secret_env(gpu.k8s(stage))
         assert expected.items() <= env.items(), stage
-    for stage in ("build-data", "validate-data", "gate"):
+    for stage in ("build-data", "validate-data"):
         assert _secret_env(gpu.k8s(stage)) == {}, stage
 
 

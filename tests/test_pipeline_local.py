@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:  # `pipelines` and `components` live at the reposi
     sys.path.insert(0, str(ROOT))
 
 import os  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 
 from pipelines.run import _collect  # noqa: E402
@@ -66,8 +67,9 @@ def test_the_console_shows_one_line_per_stage_and_the_log_has_the_rest(failed_ga
     assert proc.returncode == 1 and proc.stderr == ""  # a failed gate: exit 1, nothing else on stderr
     lines = proc.stdout.splitlines()
     log_path = Path(lines[0].rsplit("full log: ", 1)[1])
-    stage_lines = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in STAGES]
-    assert stage_lines == list(STAGES[:6])  # build-data .. gate, in order, once each
+    stage_lines = [m[1] for line in lines if (m := re.match(r"^  (\S+) +\d+\.\ds  ", line))]
+    assert stage_lines[:4] == list(STAGES[:4]) and stage_lines[-1] == "gate"  # in order, once each
+    assert sorted(stage_lines[4:-1]) == ["evaluate:sif-bench", "evaluate:vstar"]  # in parallel: either order
     gate_line = next(line for line in lines if line.split() and line.split()[0] == "gate")
     assert "FAILED: accuracy" in gate_line and "< 1.01" in gate_line
     assert len(lines) <= 20, proc.stdout  # about a line per stage plus the summary, nothing from the steps
@@ -78,15 +80,16 @@ def test_the_console_shows_one_line_per_stage_and_the_log_has_the_rest(failed_ga
 
 def test_gate_fails_cleanly_and_nothing_after_it_runs(failed_gate_run):
     _, res, _ = failed_gate_run
-    assert res.ran == ["build-data", "validate-data", "sft", "grpo-sif", "evaluate", "gate"]
+    # evaluate ran once per benchmark of the recipe: the synthetic held-out split and the V* fixture
+    assert res.ran == ["build-data", "validate-data", "sft", "grpo-sif", "evaluate:sif-bench", "evaluate:vstar", "gate"]
     assert res.gate_passed is False
     assert any(f.startswith("accuracy ") and f.endswith("< 1.01") for f in res.gate_failures), res.gate_failures
     assert res.registered is None and res.deployment is None
     assert "not run: register, deploy" in res.summary()
 
 
-def test_artifacts_of_every_step(failed_gate_run):
-    _, res, _ = failed_gate_run
+def test_artifacts_of_every_step(failed_gate_run, tmp_path):
+    cfg, res, _ = failed_gate_run
     train = res.artifact("build-data", "train_data")
     assert len(json.loads((train / "records.json").read_text())) == 12
     assert res.tasks["build-data"].artifacts["eval_data"]["metadata"]["num_records"] == 6
@@ -94,15 +97,20 @@ def test_artifacts_of_every_step(failed_gate_run):
         "- **train**: all 47 expectations met", "- **eval**: all 47 expectations met"]
     assert any(res.artifact("sft", "model").iterdir()) and any(res.artifact("grpo-sif", "model").iterdir())
     assert res.tasks["grpo-sif"].artifacts["model"]["metadata"]["sft_model"] == str(res.artifact("sft", "model"))
-    ev = res.tasks["evaluate"]
-    assert "<html" in res.artifact("evaluate", "report").read_text().lower()
+    ev = res.tasks["evaluate:sif-bench"]
+    assert "<html" in res.artifact("evaluate:sif-bench", "report").read_text().lower()
     assert set(ev.artifacts["metrics"]["metadata"]) >= {"format_validity", "accuracy"}
-    # the metrics the gate read are the means of the item scores evaluate wrote, and the gate quotes them
-    preds = res.artifact("evaluate", "predictions") / "predictions.jsonl"
-    rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert len(rows) == 6 and res.metrics["n"] == 6
-    assert res.metrics["accuracy"] == pytest.approx(sum(r["answer_score"] for r in rows) / 6)
-    assert res.metrics["format_validity"] == pytest.approx(sum(r["format_valid"] for r in rows) / 6)
+    # the metrics the gate read are what scoring the written predictions gives (`eval score`), and the
+    # gate quotes them
+    from sifthinker.evaluation.run import score_predictions_file
+
+    preds = res.artifact("evaluate:sif-bench", "predictions") / "sif-bench" / "predictions.jsonl"
+    assert len(preds.read_text().splitlines()) == 6 and res.metrics["n"] == 6
+    rescored = score_predictions_file(cfg, "sif-bench", res.artifact("build-data", "eval_data"), preds,
+                                      tmp_path / "rescored")
+    for key in ("accuracy", "format_validity", "grounding_acc50", "n"):
+        assert res.metrics[key] == res.metrics[f"sif-bench/{key}"] == rescored.metrics[key], key
+    assert res.metrics["vstar/n"] == 5  # the V* fixture's five items, scored in their own step
     assert f"accuracy {res.metrics['accuracy']:.2f} < 1.01" in res.gate_failures
 
 

@@ -10,15 +10,15 @@ from sifthinker.evaluation.runner import EvalResult
 
 def test_spec():
     ins, outs = io_types(evaluate)
-    assert ins == {"recipe": "String", "pipeline_run": "String", "model": "system.Model@0.0.1",
-                   "eval_data": "system.Dataset@0.0.1"}
+    assert ins == {"recipe": "String", "pipeline_run": "String", "benchmark": "String",
+                   "model": "system.Model@0.0.1", "eval_data": "system.Dataset@0.0.1"}
     assert outs == {"metrics": "system.Metrics@0.0.1", "report": "system.HTML@0.0.1",
                     "predictions": "system.Dataset@0.0.1", "Output": "String"}
 
 
 def test_logs_metrics_and_copies_the_report(recipe, work_env, monkeypatch, tmp_path):
-    def fake_evaluate(cfg, model_dir, eval_dir, out_dir):  # a stand-in for evaluation: the wiring is under test
-        assert (model_dir, eval_dir) == (tmp_path / "model", tmp_path / "eval")
+    def fake_evaluate(cfg, model_dir, eval_dir, out_dir, only):  # a stand-in for evaluation: the wiring is under test
+        assert (model_dir, eval_dir, only) == (tmp_path / "model", tmp_path / "eval", "sif-bench")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.html").write_text("<html><body>report</body></html>")
@@ -31,7 +31,8 @@ def test_logs_metrics_and_copies_the_report(recipe, work_env, monkeypatch, tmp_p
     metrics = artifact(Metrics, tmp_path / "metrics")
     report = artifact(HTML, tmp_path / "report.html")
     predictions = artifact(Dataset, tmp_path / "predictions")
-    out = evaluate.python_func(recipe=recipe, pipeline_run="job-1", model=artifact(Model, tmp_path / "model"),
+    out = evaluate.python_func(recipe=recipe, pipeline_run="job-1", benchmark="sif-bench",
+                               model=artifact(Model, tmp_path / "model"),
                                eval_data=artifact(Dataset, tmp_path / "eval"), metrics=metrics, report=report,
                                predictions=predictions)
 
@@ -39,5 +40,5 @@ def test_logs_metrics_and_copies_the_report(recipe, work_env, monkeypatch, tmp_p
     assert metrics.metadata == {"format_validity": 0.75, "accuracy": 0.5, "n": 6}  # numbers only
     assert Path(report.path).read_text() == "<html><body>report</body></html>"
     assert (tmp_path / "predictions" / "predictions.jsonl").is_file()
-    assert predictions.metadata["renders"] == 1
-    assert stage_events(work_env)[-1] == ("done", "evaluate", "validity 0.750, accuracy 0.500 (6 items)")
+    assert predictions.metadata["renders"] == 1 and predictions.metadata["benchmark"] == "sif-bench"
+    assert stage_events(work_env)[-1] == ("done", "evaluate:sif-bench", "validity 0.750, accuracy 0.500 (6 items)")

@@ -139,8 +139,8 @@ class GRPOConfig:
 @dataclass
 class BenchmarkRef:
     name: str = _f(help="Benchmark name (sifthinker.names.BENCHMARKS).", choices=BENCHMARKS)
-    data: str | None = _f(None, "Folder or s3:// URI of the benchmark's published files; sif-bench without "
-                                "one uses the pipeline's held-out split.")
+    data: str | None = _f(None, "Folder (relative to the recipe file) or s3:// URI of the benchmark's published "
+                                "files; sif-bench without one uses the pipeline's held-out split.")
     limit: int | None = _f(None, "Score only the first N items (smoke runs).", ge=1)
 
 
@@ -310,7 +310,11 @@ class RunConfig:
         data = read_yaml(p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a recipe is a mapping at the top level")
-        return cls.from_dict(data)
+        cfg = cls.from_dict(data)
+        for ref in cfg.eval.benchmarks:  # a benchmark folder named in a recipe is relative to the recipe
+            if ref.data and "://" not in ref.data and not Path(ref.data).is_absolute():
+                ref.data = str((p.parent / ref.data).resolve())
+        return cfg
 
 
 def describe_fields(tp: Any = None, prefix: str = "") -> Iterator[FieldDoc]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sifthinker.config import RunConfig
 
-__all__ = ["GateError", "GateResult", "champion_metrics", "check_gate", "load_metrics", "run_gate"]
+__all__ = ["GateError", "GateResult", "champion_metrics", "check_gate", "load_metrics", "merge_metrics", "run_gate"]
 
 
 class GateError(RuntimeError):
@@ -167,6 +167,19 @@ def run_gate(cfg: RunConfig, metrics: Mapping[str, Any]) -> GateResult:
     """The gate stage: ``cfg.gate`` rules on ``metrics``; the champion is looked up only when a rule needs it."""
     champion = champion_metrics(cfg) if cfg.gate.vs_champion else None
     return check_gate(metrics, cfg.gate.thresholds, cfg.gate.vs_champion, champion)
+
+
+def merge_metrics(parts: Sequence[str | Mapping[str, Any]]) -> dict[str, Any]:
+    """One metrics dict from the evaluate steps' outputs (JSON texts or dicts); a key reported twice with
+    different values is an error, not a silent overwrite."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        data = json.loads(part) if isinstance(part, str) else dict(part)
+        for k, v in data.items():
+            if k in out and out[k] != v:
+                raise ValueError(f"metric {k!r} reported twice with different values: {out[k]!r} and {v!r}")
+            out[k] = v
+    return out
 
 
 def load_metrics(path: str | Path) -> dict[str, float]:

@@ -93,15 +93,19 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage(name: Stage, recipe: str, pipeline_run: str = "") -> Iterator[StageRun]:
-    """Run one stage: its config, a start event, and a ``done`` (or ``failed``) event at the end."""
+def stage(name: Stage, recipe: str, pipeline_run: str = "", part: str = "") -> Iterator[StageRun]:
+    """Run one stage: its config, a start event, and a ``done`` (or ``failed``) event at the end.
+
+    ``part`` names one of several parallel runs of the stage (evaluate's benchmarks): ``evaluate:vstar``.
+    """
     t0 = time.monotonic()
-    events.emit("start", name)
+    who = f"{name}:{part}" if part else str(name)
+    events.emit("start", who)
     try:
         run = StageRun(name, stage_config(recipe, pipeline_run))
         yield run
     except BaseException as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        events.emit("failed", name, error=f"{type(e).__name__}: {first}", seconds=time.monotonic() - t0)
+        events.emit("failed", who, error=f"{type(e).__name__}: {first}", seconds=time.monotonic() - t0)
         raise
-    events.emit("done", name, summary=run.summary, ok=run.ok, seconds=time.monotonic() - t0)
+    events.emit("done", who, summary=run.summary, ok=run.ok, seconds=time.monotonic() - t0)

@@ -67,11 +67,18 @@ def evaluate(
     generate_fn: GenerateFn | None = None,
     track: bool = True,
     limit: int | None = None,
+    only: str | None = None,
 ) -> EvalResult:
     """Run the evaluate stage (module docstring); ``track=False`` skips MLflow (files are still written).
-    ``limit`` caps every benchmark's items (with a benchmark's own ``limit``, the smaller wins)."""
+    ``limit`` caps every benchmark's items (with a benchmark's own ``limit``, the smaller wins); ``only``
+    runs just that one of ``cfg.eval.benchmarks`` (the pipeline evaluates each in its own step)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if only is not None:
+        refs = [b for b in cfg.eval.benchmarks if b.name == only]
+        if not refs:
+            raise ValueError(f"{only!r} is not in eval.benchmarks ({', '.join(b.name for b in cfg.eval.benchmarks)})")
+        cfg = replace(cfg, eval=replace(cfg.eval, benchmarks=refs))
     names = [b.name for b in cfg.eval.benchmarks]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:  # one sub-folder and one metric prefix per benchmark
