@@ -52,8 +52,8 @@ def test_stage_console_prints_one_line_per_finished_stage(tmp_path, monkeypatch)
     events.emit("failed", "sft", error="ValueError: no trace", seconds=0.5)
     console.poll()
     assert out.getvalue().splitlines() == [
-        "  build-data        2.0s  train 10 records (0 rejected)",
-        "  sft               0.5s  FAILED: ValueError: no trace",
+        "  build-data              2.0s  train 10 records (0 rejected)",
+        "  sft                     0.5s  FAILED: ValueError: no trace",
     ]
     assert set(console.finished) == {"build-data", "sft"}
 
@@ -77,7 +77,7 @@ def test_watch_sends_noise_to_the_log_and_stage_lines_to_the_terminal(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["visible line", "  gate              1.0s  passed: format_validity 0.975 >= 0.8",
+    assert proc.stdout.splitlines() == ["visible line", "  gate                    1.0s  passed: format_validity 0.975 >= 0.8",
                                         "after t.log"]
     assert proc.stderr == ""
     log = (tmp_path / "logs" / "t.log").read_text()

@@ -5,8 +5,8 @@
 descriptor level so child processes follow; the console shows only what :class:`StageConsole` prints
 from the stages' :mod:`sifthinker.events`::
 
-      build-data        9.1s  train 160 records (0 rejected), eval 40 records (0 rejected)
-      sft              82.4s  loss 2.314 -> 0.419, 40 steps
+      build-data              9.1s  160 train records (0 rejected), 40 eval records (0 rejected)
+      sft                    82.4s  loss 2.314 -> 0.419, 320 steps
 
 On a terminal the stage in progress keeps one line that is rewritten in place; elsewhere (CI logs,
 pipes) a progress line is printed at most once a minute.
@@ -116,7 +116,7 @@ class StageConsole:
                 text = ev.get("summary") or "done"
             else:
                 text = f"FAILED: {ev.get('error', '')}"
-            self.console.line(f"  {stage:<14}{secs:>7.1f}s  {text}")
+            self.console.line(f"  {stage:<20}{secs:>7.1f}s  {text}")
 
     def _show_live(self) -> None:
         if not self._running:
@@ -131,7 +131,7 @@ class StageConsole:
         if p.get("done") is not None:
             step = f"[{p['done']}/{p['total']}] " if p.get("total") else f"[{p['done']}] "
         note = f"{p.get('note', '')} " if p.get("note") else ""
-        self.console.live(f"  {stage:<14}{now - run.started:>7.0f}s  {step}{note}...")
+        self.console.live(f"  {stage:<20}{now - run.started:>7.0f}s  {step}{note}...")
 
 
 @contextlib.contextmanager

@@ -99,6 +99,10 @@ def run_demo(recipe: Path, run_pipeline: PipelineRunner, console: Console, port:
                  f"accuracy {m.get('accuracy', float('nan')):.3f}, "
                  f"grounding Acc@0.5 {m.get('grounding_acc50', float('nan')):.3f}, "
                  f"depth consistency {m.get('depth_consistency', float('nan')):.3f}")
+    others = sorted(k.split("/")[0] for k in m if k.endswith("/overall") and not k.startswith("sif-bench/"))
+    if others:
+        console.line("  benchmarks   " + ", ".join(f"{b} {m[f'{b}/overall']:.3f} ({int(m.get(f'{b}/n', 0))} items)"
+                                                   for b in others))
     console.line(f"  model        models:/{name}/{version} (aliases challenger, champion)")
     console.line(f"  question     {q.question}")
     console.line("  trace        " + " ".join((reply["text"] or "").split())[:300])

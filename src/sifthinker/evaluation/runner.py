@@ -54,7 +54,9 @@ class EvalResult:
         m = self.metrics
         parts = [f"{label} {m[key]:.3f}" for label, key in _SIF_HEADLINE if key in m]
         line = ", ".join(parts) + f" ({int(m.get('n', 0))} items)" if parts else ""
-        others = [f"{b} {r.metrics.get('overall', 0.0):.3f}" for b, r in self.runs.items() if b != PRIMARY]
+        others = [f"{b} overall {r.metrics.get('overall', 0.0):.3f} ({int(r.metrics.get('n', 0))} items, "
+                  f"{int(r.metrics.get('format_failures', 0))} format failure(s))"
+                  for b, r in self.runs.items() if b != PRIMARY]
         return "; ".join(x for x in (line, ", ".join(others)) if x)
 
 
