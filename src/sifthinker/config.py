@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from sifthinker.names import BENCHMARKS, DEPTH_PROVIDERS, REWARDS, Env
+from sifthinker.names import BENCHMARKS, DEPTH_PROVIDERS, PARITY_MODES, REWARDS, Env
 from sifthinker.schema import ConfigError, FieldDoc, build, read_yaml
 from sifthinker.schema import describe_fields as _describe
 
@@ -253,6 +253,10 @@ class RunConfig:
     name: str = _f("local", "Run profile name (shown in reports and MLflow).", nonempty=True)
     work_dir: str = _f("work", "Folder relative recipe paths resolve against (SIFTHINKER_WORK_DIR overrides).",
                        nonempty=True)
+    parity: str = _f("fixed", "fixed: the project's corrections of the original code (method spec section 5); "
+                              "original: every original behaviour (D1-D4, P1, P2, E1-E6, the lenient format "
+                              "check) to reproduce the published numbers and see what each fix changes.",
+                     choices=PARITY_MODES)
     data: DataConfig = _f(help="Dataset build.", factory=DataConfig)
     model: ModelConfig = _f(help="Base model and processor.", factory=ModelConfig)
     sft: SFTConfig = _f(help="SFT warm-up.", factory=SFTConfig)
@@ -263,6 +267,16 @@ class RunConfig:
     registry: RegistryConfig = _f(help="MLflow tracking and model registry.", factory=RegistryConfig)
     serving: ServingConfig = _f(help="KServe model server.", factory=ServingConfig)
     platform: PlatformConfig = _f(help="Cluster settings applied at pipeline compile time.", factory=PlatformConfig)
+
+    def __post_init__(self) -> None:
+        # One switch: original parity scores like the original scripts too (E1-E6).
+        if self.parity == "original":
+            self.eval.scoring = "original"
+
+    @property
+    def original(self) -> bool:
+        """Whether this run reproduces the original code's behaviour (``parity: original``)."""
+        return self.parity == "original"
 
     # -- paths -------------------------------------------------------------------------------------
     @property

@@ -29,6 +29,9 @@ TRAINING_STAGES: tuple[str, ...] = (Stage.SFT.value, Stage.GRPO_SIF.value)
 # The benchmarks `sifthinker eval` and the evaluate stage know (sifthinker.evaluation.benchmarks).
 BENCHMARKS: tuple[str, ...] = ("sif-bench", "spatialbench", "cv-bench", "vstar", "sat", "refcoco", "ovdeval")
 
+# `parity`: the project's fixes of the original code, or the original behaviour for comparison.
+PARITY_MODES: tuple[str, ...] = ("fixed", "original")
+
 # Depth providers: how the colour depth image a model sees is made for an RGB image without one.
 DEPTH_PROVIDERS: tuple[str, ...] = ("depth-anything-v2", "fake-gradient")
 
