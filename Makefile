@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo lint mlflow-ui compile clean
+.PHONY: setup test test-fast demo lint mlflow-ui compile clean manifests images
 
 setup: $(STAMP)
 
@@ -40,6 +40,31 @@ lint: setup
 
 compile: setup
 	$(BIN)/sifthinker pipeline compile --recipe recipes/local.yaml -o work/sifthinker-local.yaml
+
+# Render every kustomize overlay and validate it offline: built-in kinds with kubernetes-validate, custom
+# resources against the CRDs in $CRD_DIR (when set), and the house policy (manifests/validate.py).
+# Needs kubectl (with kustomize) on PATH; sets up the venv only when there is none.
+manifests:
+	@test -x $(BIN)/python || $(MAKE) setup
+	$(BIN)/python manifests/validate.py
+
+# Build (and with PUSH=1 push) every image of images/: each Dockerfile names its image with
+# `LABEL io.sifthinker.image=NAME`, built as $(IMAGE_REGISTRY)/NAME:$(IMAGE_TAG); base images come pinned
+# by digest from images/bases.env, the one place that names them. Needs a Docker engine (BuildKit).
+#   make images [IMAGE_REGISTRY=registry.example.com/team] [IMAGE_TAG=0.1.0] [PUSH=1]
+include images/bases.env
+BASE_ARGS := $(foreach v,$(shell sed -n 's/^\([A-Z_]*_\(BASE\|IMAGE\)\)=.*/\1/p' images/bases.env),--build-arg $(v)=$($(v)))
+DOCKER ?= docker
+images:
+	@for df in images/Dockerfile images/Dockerfile.*; do \
+	  case $$df in *.dockerignore) continue;; esac; \
+	  name=$$(sed -n 's/^LABEL io.sifthinker.image="\([^"]*\)".*/\1/p' $$df); \
+	  test -n "$$name" || { echo "$$df: no LABEL io.sifthinker.image"; exit 1; }; \
+	  ref=$(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG); \
+	  echo "building $$ref from $$df"; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f $$df $(BASE_ARGS) -t $$ref . || exit 1; \
+	  if [ -n "$(PUSH)" ]; then $(DOCKER) push $$ref || exit 1; fi; \
+	done
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/work/mlflow.db --port 5000

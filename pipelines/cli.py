@@ -1,4 +1,4 @@
-"""`sifthinker pipeline compile|submit`, `sifthinker run` and `sifthinker demo`: the Kubeflow layer's commands.
+"""`sifthinker pipeline compile|submit|upload`, `sifthinker run`, `sifthinker demo`: the Kubeflow layer's commands.
 
 They plug into the library's CLI through the ``sifthinker.commands`` entry point (pyproject.toml), so the
 library never imports this layer.
@@ -6,8 +6,10 @@ library never imports this layer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +33,7 @@ def _log_name(prefix: str) -> str:
 
 @click.group()
 def pipeline() -> None:
-    """Compile the SIFThinker Kubeflow pipeline or submit it to a KFP server."""
+    """Compile the SIFThinker Kubeflow pipeline, submit it to a KFP server or upload it there."""
 
 
 @pipeline.command("compile")
@@ -48,28 +50,75 @@ def compile_cmd(recipe: Path, output: Path) -> None:
     click.echo(f"compiled pipeline for recipe {cfg.name} to {path}")
 
 
+def _server_options(f):
+    """--host, --namespace and --kube-context: where the KFP API is and whose it is."""
+    f = click.option("--kube-context", default=None,
+                     help="Kube context to find the KFP API and credentials through when there is no host.")(f)
+    f = click.option("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs).")(f)
+    return click.option("--host", default=None, envvar="KF_PIPELINES_ENDPOINT", show_envvar=True,
+                        help="KFP API endpoint, e.g. http://localhost:8080 (a port-forward); default: found "
+                             "through the kube context. Credentials: docs/cluster.md, 'Submit'.")(f)
+
+
+@contextlib.contextmanager
+def _kfp_call(host: str | None, what: str) -> Iterator[None]:
+    """The KFP client raises many kinds (HTTP, auth, connection): one line saying which."""
+    from pipelines.submit import ParameterError
+
+    try:
+        yield
+    except ParameterError as e:
+        raise CLIError(str(e)) from e
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CLIError(f"could not {what} {host or '(the kube context)'}: {type(e).__name__}: {first}") from e
+
+
 @pipeline.command("submit")
 @_recipe
-@click.option("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080 (a port-forward).")
+@_server_options
 @click.option("--experiment", default=None, help="KFP experiment (default: the recipe's registry.experiment).")
 @click.option("--run-name", default=None, help="Run name (default: <recipe>-<timestamp>).")
-@click.option("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs).")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A run parameter, typed by the pipeline's definition (repeatable): -p apply_deployment=true, "
+                   "-p recipe=@other.yaml.")
 @click.option("--apply-deployment", is_flag=True, help="Let the deploy step apply the InferenceService.")
+@click.option("--service-account", default=None,
+              help="Service account of the run's pods (default: the recipe's platform.service_account).")
 @click.option("--package", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Submit this compiled YAML instead of compiling RECIPE now.")
-def submit(recipe: Path, host: str, experiment: str | None, run_name: str | None, namespace: str | None,
-           apply_deployment: bool, package: Path | None) -> None:
-    """Compile the pipeline for RECIPE and start a run on the KFP server at --host."""
-    from pipelines.run import submit_pipeline
+def submit(recipe: Path, host: str | None, namespace: str | None, kube_context: str | None, experiment: str | None,
+           run_name: str | None, params: tuple[str, ...], apply_deployment: bool, service_account: str | None,
+           package: Path | None) -> None:
+    """Compile the pipeline for RECIPE and start a run on a Kubeflow Pipelines server."""
+    from pipelines.submit import submit_pipeline
 
     cfg = load_recipe(recipe)
-    try:
+    with _kfp_call(host, "submit to"):
         out = submit_pipeline(cfg, host, experiment=experiment, run_name=run_name, namespace=namespace,
-                              arguments={"apply_deployment": apply_deployment}, package_path=package)
-    except Exception as e:  # the KFP client raises many kinds (HTTP, auth, connection): say which, in one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CLIError(f"could not submit to {host}: {type(e).__name__}: {first}") from e
-    click.echo(f"submitted run {out['run_id']}: {out['url']}")
+                              arguments={"apply_deployment": apply_deployment}, params=params,
+                              package_path=package, service_account=service_account, kube_context=kube_context)
+    click.echo(f"submitted run {out['run_id']} (experiment {out['experiment']}): {out['url']}")
+
+
+@pipeline.command("upload")
+@_recipe
+@_server_options
+@click.option("--name", default=None, help="Pipeline name (default: sifthinker-<recipe name>).")
+@click.option("--version", "version", default=None, help="Version name (default: <recipe>-<timestamp>).")
+@click.option("--description", default=None, help="Description shown in the KFP UI.")
+@click.option("--package", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Upload this compiled YAML instead of compiling RECIPE now.")
+def upload(recipe: Path, host: str | None, namespace: str | None, kube_context: str | None, name: str | None,
+           version: str | None, description: str | None, package: Path | None) -> None:
+    """Upload the pipeline for RECIPE as a new pipeline version (the pipeline is created on first upload)."""
+    from pipelines.submit import upload_pipeline
+
+    cfg = load_recipe(recipe)
+    with _kfp_call(host, "upload to"):
+        out = upload_pipeline(cfg, host, name=name, version=version, description=description, namespace=namespace,
+                              package_path=package, kube_context=kube_context)
+    click.echo(f"uploaded pipeline {out['name']} version {out['version']} ({out['version_id']}): {out['url']}")
 
 
 @click.command()

@@ -14,6 +14,16 @@ request (``gpu.resource`` x ``gpu.count``), CPU/memory requests and limits, the 
 tolerations and a memory-backed emptyDir at ``/dev/shm`` of ``gpu.shm_size`` (the container runtime's
 64 MiB default breaks NCCL and multi-worker data loading).
 
+With a TrainJob (``platform.nodes > 1`` or ``platform.train_job.enabled``) sft and grpo-sif train in
+the TrainJob's pods (sifthinker.trainjob): their own steps only submit and wait, so they run on the CPU
+image without GPUs, holding no accelerator while they wait.
+
+``STEP_POLICY`` is each step's retries and caching (:func:`apply_policy`): steps whose failures are
+mostly transient (downloads, the MLflow server, the Kubernetes API, a preempted node) are retried with
+backoff; validate-data never is (its failure is a verdict on the data). Steps whose result depends on
+more than their inputs (the gate reads the registry's current champion) or that have side effects
+(register, deploy) never answer from the cache.
+
 kfp's local runner ignores all of this except the environment; the compiled YAML carries it
 (``platforms.kubernetes`` for kfp-kubernetes settings, ``resources`` in the executors for the rest).
 """
@@ -24,13 +34,19 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 from sifthinker.config import ConfigError, GPUConfig, RunConfig
-from sifthinker.names import STAGES, Env, Stage
+from sifthinker.names import STAGES, TRAINING_STAGES, Env, Stage
+from sifthinker.trainjob import WORKSPACE_MOUNT
 
-WORKSPACE_MOUNT = "/workspace"
 SHM_VOLUME = "dshm"
 SHM_MOUNT = "/dev/shm"
 # Steps that use the hub, MLflow or object storage and therefore get ``platform.secrets``.
 SECRET_STEPS = frozenset({Stage.SFT, Stage.GRPO_SIF, Stage.EVALUATE, Stage.GATE, Stage.REGISTER, Stage.DEPLOY})
+# step -> (retries, use the cache); see the module docstring.
+STEP_POLICY: dict[str, tuple[int, bool]] = {
+    Stage.BUILD_DATA: (1, True), Stage.VALIDATE_DATA: (0, True), Stage.SFT: (1, True), Stage.GRPO_SIF: (1, True),
+    Stage.EVALUATE: (2, True), Stage.GATE: (2, False), Stage.REGISTER: (2, False), Stage.DEPLOY: (2, False),
+}
+RETRY_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "3600s"}
 
 
 def step_name(step: str) -> str:
@@ -44,6 +60,8 @@ def gpu_steps(cfg: RunConfig) -> set[str]:
     unknown = sorted(names - set(STAGES))
     if unknown:
         raise ConfigError(f"platform.gpu_steps: unknown step(s) {unknown}; steps: {list(STAGES)}")
+    if cfg.platform.uses_train_job:  # the TrainJob's nodes get the GPUs; the steps only wait for them
+        names -= set(TRAINING_STAGES)
     return names if cfg.platform.gpu.count > 0 else set()
 
 
@@ -70,6 +88,15 @@ def apply_platform(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTas
         task.set_env_variable(Env.WORK_DIR.value, WORKSPACE_MOUNT)
     if is_gpu_step(cfg, step):
         apply_gpu(task, p.gpu)
+    return task
+
+
+def apply_policy(task: PipelineTask, step: str, retries: bool = True) -> PipelineTask:
+    """Retries (with backoff; none when ``retries`` is False, as in local runs) and caching for ``step``."""
+    n, cache = STEP_POLICY[step_name(step)]
+    if retries and n:
+        task.set_retry(n, **RETRY_BACKOFF)
+    task.set_caching_options(cache)
     return task
 
 

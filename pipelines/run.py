@@ -1,7 +1,8 @@
-"""Compile, submit and run the SIFThinker pipeline locally: the KFP layer's entry points.
+"""Compile the SIFThinker pipeline and run it locally: the KFP layer's entry points.
 
 The pipeline lives in ``pipelines/sifthinker_pipeline.py`` and its steps in ``components/<name>/``; this
-module drives them (the CLI's ``pipeline compile|submit``, ``run`` and ``demo`` commands call it).
+module drives them (the CLI's ``pipeline compile``, ``run`` and ``demo`` commands call it; submitting and
+uploading to a KFP server is ``pipelines/submit.py``).
 
 ``run_local`` runs the same pipeline definition as a cluster run, with kfp's ``SubprocessRunner`` in this
 Python environment: every step is a subprocess, artifacts are folders under ``pipeline_root``. Kubernetes
@@ -28,14 +29,14 @@ from sifthinker.config import RunConfig
 from sifthinker.names import STAGES, Env
 from sifthinker.stages import json_safe, recipe_parameter
 
-__all__ = ["LocalRunResult", "TaskOutputs", "compile_pipeline", "run_local", "submit_pipeline"]
+__all__ = ["LocalRunResult", "TaskOutputs", "compile_pipeline", "run_local"]
 
 
-# -- compile and submit -------------------------------------------------------------------------------
-def _pipeline(cfg: RunConfig):
+# -- compile -------------------------------------------------------------------------------
+def _pipeline(cfg: RunConfig, retries: bool = True):
     from pipelines.sifthinker_pipeline import build_pipeline  # lazy: kfp and the components load on use
 
-    return build_pipeline(cfg)
+    return build_pipeline(cfg, retries=retries)
 
 
 def compile_pipeline(cfg: RunConfig, out_path: str | Path) -> Path:
@@ -47,25 +48,6 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline_func=_pipeline(cfg), package_path=str(out))
     return out
-
-
-def submit_pipeline(cfg: RunConfig, host: str, experiment: str | None = None, run_name: str | None = None,
-                    namespace: str | None = None, arguments: dict[str, Any] | None = None,
-                    package_path: str | Path | None = None) -> dict[str, str]:
-    """Compile (unless ``package_path`` is given) and start a run on the KFP API server at ``host``."""
-    import tempfile
-
-    import kfp
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pkg = Path(package_path) if package_path else compile_pipeline(cfg, Path(tmp) / "pipeline.yaml")
-        client = kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
-        run = client.create_run_from_pipeline_package(
-            str(pkg), arguments=arguments or {}, run_name=run_name or f"{_slug(cfg.name)}-{_stamp()}",
-            experiment_name=experiment or cfg.registry.experiment, namespace=namespace,
-        )
-    run_id = run.run_id
-    return {"run_id": run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run_id}"}
 
 
 # -- local run ----------------------------------------------------------------------------------------
@@ -234,7 +216,8 @@ def run_local(cfg: RunConfig, pipeline_root: str | Path | None = None, apply_dep
     src_root = str(Path(sifthinker.__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (src_root, os.environ.get("PYTHONPATH", "")) if p)
     # The workspace PVC is a cluster volume: locally the work directory stays cfg.work_path.
-    pipeline = _pipeline(dataclasses.replace(cfg, platform=dataclasses.replace(cfg.platform, workspace_pvc=None)))
+    pipeline = _pipeline(dataclasses.replace(cfg, platform=dataclasses.replace(cfg.platform, workspace_pvc=None)),
+                         retries=False)  # a local failure is reported at once, not retried with backoff
     before = {p.name for p in root.iterdir()}
     env = {Env.PIPELINE_RUN.value: run_id, Env.WORK_DIR.value: str(cfg.work_path), "PYTHONPATH": pythonpath}
     with _environ(**env), warnings.catch_warnings():

@@ -11,6 +11,10 @@ they run.
 
 evaluate runs once per benchmark of ``cfg.eval.benchmarks`` (a ``dsl.ParallelFor``; the gate collects their
 metrics). register and deploy run only inside ``dsl.If(gate == True)``: a failed gate ends the run cleanly.
+Every step gets its retries and caching from ``pipelines/platform.py`` (``STEP_POLICY``).
+
+The run parameters are typed and described in the pipeline function's signature and docstring (the
+compiled spec carries both); ``sifthinker pipeline submit -p key=value`` is checked against them.
 """
 
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
@@ -19,7 +23,7 @@ from collections.abc import Callable
 
 from kfp import dsl
 
-from pipelines.platform import apply_platform
+from pipelines.platform import apply_platform, apply_policy
 from sifthinker.config import RunConfig
 from sifthinker.names import Stage
 from sifthinker.stages import recipe_parameter
@@ -33,14 +37,23 @@ def pipeline_name(cfg: RunConfig) -> str:
     return "sifthinker-" + (re.sub(r"[^a-z0-9]+", "-", cfg.name.lower()).strip("-") or "run")
 
 
-def build_pipeline(cfg: RunConfig) -> Callable:
-    """The pipeline function for ``cfg`` (compile it with kfp's compiler or call it after ``kfp.local.init``)."""
+def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
+    """The pipeline function for ``cfg`` (compile it with kfp's compiler or call it after ``kfp.local.init``).
+
+    ``retries=False`` leaves out the steps' retry policies (local runs fail at once).
+    """
     from components import build_data, deploy, evaluate, gate, grpo_sif, register, sft, validate_data
 
     recipe_default = recipe_parameter(cfg)
 
     @dsl.pipeline(name=pipeline_name(cfg), description=f"SIFThinker train/eval/register/deploy, recipe {cfg.name}")
     def sifthinker_pipeline(recipe: str = recipe_default, apply_deployment: bool = False):
+        """Build data, SFT, GRPO-SIF, evaluate, gate, register and deploy a SIFThinker model.
+
+        Args:
+            recipe: The run's recipe, YAML or JSON (default: the recipe compiled in, as one line of JSON). Changes what the steps do, not where they run (images, GPUs are compiled in).
+            apply_deployment: Let the deploy step apply the InferenceService to the cluster (default: only render and validate it).
+        """
         data = build_data(recipe=recipe)
         train_data, eval_data = data.outputs["train_data"], data.outputs["eval_data"]
         checked = validate_data(recipe=recipe, train_data=train_data, eval_data=eval_data)
@@ -62,7 +75,6 @@ def build_pipeline(cfg: RunConfig) -> Callable:
                  Stage.REGISTER: reg_task, Stage.DEPLOY: deploy_task}
         for step, task in tasks.items():
             apply_platform(task, cfg, step)
-        for task in (reg_task, deploy_task):  # side effects: never answer from the cache
-            task.set_caching_options(False)
+            apply_policy(task, step, retries=retries)
 
     return sifthinker_pipeline

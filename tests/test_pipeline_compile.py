@@ -209,8 +209,9 @@ def _secret_env(k8s: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_secrets_only_where_services_are_used(gpu):
-    expected = {"HF_TOKEN": ("hf-token", "token"), "MLFLOW_TRACKING_URI": ("mlflow-credentials", "tracking_uri"),
-                "AWS_ACCESS_KEY_ID": ("s3-credentials", "access_key_id")}
+    # the secrets whose templates are manifests/base/secrets/*.yaml (tests/test_manifests.py checks the keys)
+    expected = {"HF_TOKEN": ("sifthinker-hf", "token"), "MLFLOW_TRACKING_URI": ("sifthinker-mlflow", "tracking-uri"),
+                "AWS_ACCESS_KEY_ID": ("sifthinker-s3", "AWS_ACCESS_KEY_ID")}
     for stage in (*GPU_STEPS, "gate", "register", "deploy"):  # gate: the champion's registered metrics
         env = _secret_env(gpu.k8s(stage))
         assert expected.items() <= env.items(), stage
@@ -266,34 +267,69 @@ def test_cli_compile(tmp_path):
     assert Compiled(out).cond_tasks.keys() == {"register", "deploy"}
 
 
-def test_cli_submit_compiles_and_starts_a_run(monkeypatch):
-    """`pipeline submit` with a stand-in kfp.Client: the compiled package, experiment and arguments."""
-    import kfp
+# ---- retries, caching, parameters, TrainJob profiles ------------------------------------------------------
+def test_every_step_has_its_retry_and_caching_policy(gpu):
+    from pipelines.platform import RETRY_BACKOFF, STEP_POLICY
 
-    from sifthinker.cli import main
+    assert set(STEP_POLICY) == set(STAGES)
+    for stage in STAGES:
+        retries, cache = STEP_POLICY[stage]
+        task = gpu.task(stage)
+        assert task["cachingOptions"].get("enableCache", False) is cache, stage
+        if retries:
+            assert task["retryPolicy"] == {"maxRetryCount": retries, "backoffDuration": RETRY_BACKOFF["backoff_duration"],
+                                           "backoffFactor": 2.0, "backoffMaxDuration": "3600s"}, stage
+        else:
+            assert "retryPolicy" not in task, stage
+    assert STEP_POLICY["validate-data"][0] == 0  # bad data is a verdict, not a flake
+    for side_effect in ("gate", "register", "deploy"):  # the registry's state, or side effects: never cached
+        assert STEP_POLICY[side_effect][1] is False
 
-    seen = {}
 
-    class FakeClient:
-        def __init__(self, host=None, **kw):
-            seen.update(host=host, client_kw=kw)
+def test_local_runs_are_not_retried(local_cfg, tmp_path):
+    from kfp import compiler
 
-        def create_run_from_pipeline_package(self, pipeline_file, arguments=None, run_name=None,
-                                             experiment_name=None, namespace=None, **kw):
-            seen.update(arguments=arguments, run_name=run_name, experiment=experiment_name, namespace=namespace)
-            seen["compiled"] = Compiled(Path(pipeline_file))
-            return type("Run", (), {"run_id": "run-42"})()
+    from pipelines.sifthinker_pipeline import build_pipeline
 
-    monkeypatch.setattr(kfp, "Client", FakeClient)
-    res = CliRunner().invoke(main, ["pipeline", "submit", "--recipe", str(GPU_RECIPE), "--host", "http://kfp:8080/",
-                                    "--experiment", "exp1", "--namespace", "team-a"])
-    assert res.exit_code == 0, res.output
-    assert "submitted run run-42: http://kfp:8080/#/runs/details/run-42" in res.output
-    assert seen["host"] == "http://kfp:8080/" and seen["client_kw"] == {"namespace": "team-a"}
-    assert (seen["experiment"], seen["namespace"]) == ("exp1", "team-a")
-    assert seen["arguments"] == {"apply_deployment": False}
-    assert seen["run_name"].startswith("qwen2-5-vl-7b-8gpu-")
-    assert "accelerator" in seen["compiled"].executor("sft")["resources"]
+    out = tmp_path / "local.yaml"
+    compiler.Compiler().compile(build_pipeline(local_cfg, retries=False), str(out))
+    c = Compiled(out)
+    assert all("retryPolicy" not in c.task(s) for s in STAGES)
+    assert c.task("register")["cachingOptions"].get("enableCache", False) is False
+
+
+def test_parameters_are_typed_and_described(gpu):
+    params = gpu.spec["root"]["inputDefinitions"]["parameters"]
+    assert {k: v["parameterType"] for k, v in params.items()} == {"recipe": "STRING", "apply_deployment": "BOOLEAN"}
+    assert all(len(v.get("description", "")) > 20 for v in params.values())
+
+
+def test_a_trainjob_profile_waits_on_the_cpu_and_trains_on_the_nodes(gpu_cfg, tmp_path):
+    cfg = RunConfig.load(ROOT / "recipes" / "qwen2.5-vl-7b-2x8gpu.yaml")
+    assert cfg.platform.nodes == 2 and cfg.platform.uses_train_job
+    c = Compiled(compile_pipeline(cfg, tmp_path / "2x8.yaml"))
+    for stage in ("sft", "grpo-sif"):  # submits a TrainJob and waits: no GPU held, the CPU image
+        assert "accelerator" not in c.executor(stage).get("resources", {}), stage
+        assert c.executor(stage)["image"] == cfg.platform.image and "nodeSelector" not in c.k8s(stage)
+        assert c.k8s(stage)["pvcMount"][0]["pvcNameParameter"]["runtimeValue"]["constant"] == "sifthinker-workspace"
+    assert c.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == "8"
+    tj = dataclasses.replace(gpu_cfg.platform.train_job, enabled=True)  # the recipe switch, on one node
+    switched = dataclasses.replace(gpu_cfg, platform=dataclasses.replace(gpu_cfg.platform, train_job=tj))
+    c1 = Compiled(compile_pipeline(switched, tmp_path / "switch.yaml"))
+    assert "accelerator" not in c1.executor("grpo-sif").get("resources", {})
+    assert c1.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == "8"
+
+
+@pytest.mark.parametrize("recipe", ["qwen2.5-vl-3b-1gpu.yaml", "qwen2.5-vl-7b-2x8gpu.yaml"])
+def test_the_gpu_recipes_compile_with_their_sizes(recipe, tmp_path):
+    cfg = RunConfig.load(ROOT / "recipes" / recipe)
+    c = Compiled(compile_pipeline(cfg, tmp_path / "p.yaml"))
+    gpus = str(cfg.platform.gpu.count)
+    assert c.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == gpus
+    world = cfg.platform.gpu.count * cfg.platform.nodes
+    assert cfg.grpo.per_device_batch_size * world % cfg.grpo.num_generations == 0  # whole groups per step
+    assert cfg.sft.per_device_batch_size * cfg.sft.gradient_accumulation_steps * world == 16  # the paper's batch
+    assert cfg.grpo.use_vllm and cfg.platform.service_account == "sifthinker-pipeline"
 
 
 def test_stage_config_reads_json_or_yaml_and_sets_the_run_id(local_cfg, monkeypatch):

@@ -20,11 +20,12 @@ from typing import Any
 
 import yaml
 
-from sifthinker.names import BENCHMARKS, DEPTH_PROVIDERS, PARITY_MODES, REWARDS, Env
+from sifthinker.data_config import DataConfig, DepthConfig  # the data and depth sections (module size)
+from sifthinker.names import BENCHMARKS, PARITY_MODES, REWARDS, Env
 from sifthinker.schema import ConfigError, FieldDoc, build, read_yaml
 from sifthinker.schema import describe_fields as _describe
 
-__all__ = ["ConfigError", "FieldDoc", "RunConfig", "describe_fields"]
+__all__ = ["ConfigError", "DataConfig", "DepthConfig", "FieldDoc", "RunConfig", "describe_fields"]
 
 
 def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
@@ -42,21 +43,6 @@ _ENV_NAME = (r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")
 
 
 @dataclass
-class DataConfig:
-    source: str = _f("synthetic", "Where items come from (a name in sifthinker.data.build.SOURCES).", nonempty=True)
-    num_train: int = _f(160, "Records in the train split.", ge=1)
-    num_eval: int = _f(40, "Records in the held-out eval split.", ge=1)
-    seed: int = _f(0, "Seed of the train split (same seed, same dataset).", ge=0)
-    eval_seed: int = _f(100_000, "Seed of the eval split; far from `seed` so eval scenes never repeat train "
-                                 "scenes.", ge=0)
-    width: int = _f(320, "Width in pixels of generated images.", ge=32)
-    height: int = _f(240, "Height in pixels of generated images.", ge=32)
-    balance_tolerance: float = _f(0.25, "Data validation: each category's share must lie within "
-                                        "(1 +- tol) / num_categories.", gt=0, lt=1)
-    source_path: str | None = _f(None, "Input file or folder of file-backed sources (e.g. a VisCoT JSON).")
-
-
-@dataclass
 class TinyModelConfig:
     """Shape of the locally built tiny Qwen2.5-VL (random weights; only for CPU runs and tests)."""
 
@@ -69,6 +55,9 @@ class TinyModelConfig:
     vision_depth: int = _f(1, "Vision tower blocks.", ge=1)
     vision_heads: int = _f(2, "Vision tower attention heads.", ge=1)
     vocab_size: int = _f(1000, "Size of the locally trained tokenizer's vocabulary.", ge=1)
+    rope_theta: float = _f(1_000_000.0, "Rotary base of the language model. Qwen's 1e6 leaves a tiny head's "
+                                        "image-width rotary section (its lowest frequencies) nearly constant.", gt=1)
+    tie_word_embeddings: bool = _f(False, "Share the input embedding and the output head (as Qwen2.5-VL-3B does).")
     seed: int = _f(0, "Seed of the random initial weights.", ge=0)
 
 
@@ -111,6 +100,21 @@ class SFTConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """An OpenAI-compatible endpoint that scores free-form answers (sifthinker.judge)."""
+
+    base_url: str = _f(help="Endpoint base URL, e.g. http://judge:8000/v1 (<base_url>/chat/completions).", nonempty=True)
+    model: str = _f(help="Model name sent with each request.", nonempty=True)
+    api_key_env: str | None = _f("OPENAI_API_KEY", "Environment variable holding the API key; null: no key.",
+                                 pattern=_ENV_NAME)
+    timeout_s: float = _f(30.0, "Seconds before a request is abandoned (then retried).", gt=0)
+    retries: int = _f(2, "Retries of a failed request (timeouts, connection errors, 429/5xx, no score).", ge=0)
+    max_concurrency: int = _f(8, "Most requests in flight.", ge=1)
+    on_error: str = _f("zero", "When a request still fails: zero (score the answer 0 and count it in "
+                               "judge/failures) or stop (end the run).", choices=("zero", "stop"))
+
+
+@dataclass
 class GRPOConfig:
     num_items: int = _f(32, "Prompts trained on (the first records of the train split); 0: all.", ge=0)
     num_generations: int = _f(8, "Rollouts per prompt: the group the advantage is computed in.", ge=2)
@@ -129,11 +133,25 @@ class GRPOConfig:
                                                "0-weight reward is not computed.",
                                           factory=lambda: dict.fromkeys(REWARDS, 1.0), keys=REWARDS, ge=0,
                                           any_positive=True)
-    progress_store: str = _f("progress.sqlite", "SQLite file of the answer-progress records (under work_dir).",
-                             nonempty=True)
+    progress_store: str = _f("progress.sqlite", "SQLite file of the answer-progress records (under work_dir); "
+                                                "rank 0 keeps it, checkpoints carry a copy.", nonempty=True)
+    prompt_images: str = _f("rgb+depth", "Images in the rollout prompt: rgb+depth (both, as SFT and evaluation "
+                                         "see them) or rgb (the original's RL prompt, defect P1); parity: "
+                                         "original sets rgb.", choices=("rgb+depth", "rgb"))
+    judge: JudgeConfig | None = _f(None, "LLM judge for free-form answers (answer_type free); null: free answers "
+                                         "are scored by normalised exact match. Closed-form answers never reach it.")
+    save_steps: int = _f(0, "Save a checkpoint (model, optimizer, scheduler, RNG, step, progress store) every this "
+                            "many steps; 0: none. A rerun of the same stage resumes from the latest one.", ge=0)
+    checkpoint_dir: str = _f("checkpoints", "Folder (under work_dir) or s3:// URI the checkpoints go to, in a "
+                                            "sub-folder per stage run; removed after a successful run.", nonempty=True)
+    save_total_limit: int = _f(2, "Checkpoints kept (older ones are deleted).", ge=1)
+    sample_steps: int = _f(10, "Every this many steps, log a table of sample completions with their rendered "
+                               "traces to MLflow; 0: never.", ge=0)
+    num_samples: int = _f(4, "Completions in each sample table.", ge=1)
     logging_steps: int = _f(1, "Log metrics every this many steps.", ge=1)
     deepspeed: str | None = _f(None, "Path to a DeepSpeed JSON config for multi-GPU profiles.", nonempty=True)
-    use_vllm: bool = _f(False, "Generate rollouts with vLLM.")
+    use_vllm: bool = _f(False, "Rollouts with vLLM in TRL's colocate mode (in the training processes, sharing their "
+                               "GPUs) when vllm is installed and a GPU is present; else plain generate, with a warning.")
 
 
 @dataclass
@@ -160,17 +178,6 @@ class EvalConfig:
 
 
 @dataclass
-class DepthConfig:
-    provider: str = _f("depth-anything-v2", "How the colour depth image is made for an RGB image that has none "
-                                            "(benchmarks, serving): depth-anything-v2 or fake-gradient (a named "
-                                            "fake for tests and CPU smoke runs, not a depth model).",
-                       choices=DEPTH_PROVIDERS)
-    model: str = _f("depth-anything/Depth-Anything-V2-Large-hf", "Depth-Anything-V2 weights: a local folder or a "
-                                                                 "hub id (hub ids need network access).", nonempty=True)
-    device: str = _f("auto", "Where the depth model runs: auto (GPU when present), cpu, cuda, cuda:N.", nonempty=True)
-
-
-@dataclass
 class GateConfig:
     thresholds: dict[str, float] = _f(help="Metric -> minimum value; every threshold must hold for the gate to "
                                            "pass. Keys are <benchmark>/<metric> (sif-bench/format_validity); a bare "
@@ -193,18 +200,44 @@ class RegistryConfig:
 
 @dataclass
 class ServingConfig:
-    name: str = _f("sifthinker", "InferenceService name.", pattern=_DNS1035)
+    name: str = _f("sifthinker", "InferenceService name, and the model name every serving route answers to (the "
+                                 "registered name and models:/ URI are accepted as aliases).", pattern=_DNS1035)
     namespace: str = _f("default", "Kubernetes namespace of the InferenceService.", pattern=_DNS1123)
     port: int = _f(8080, "HTTP port of the model server.", ge=1, le=65535)
-    max_new_tokens: int = _f(256, "Most tokens generated per request.", ge=1)
-    runtime_image: str = _f("ghcr.io/sifthinker/sifthinker-serve:0.1.0", "Container image of the model server.",
+    max_new_tokens: int = _f(256, "Tokens generated per request when the request does not say.", ge=1)
+    runtime_image: str = _f("ghcr.io/sifthinker/sifthinker-serve:0.1.0", "Container image of the model server "
+                                                                        "(and of the SIF transformer).",
                             nonempty=True)
     storage_uri_prefix: str | None = _f(None, "Where KServe fetches models, e.g. s3://models; null: the MLflow "
                                               "artifact URI.", nonempty=True)
     service_account: str | None = _f(None, "Service account of the predictor (storage credentials).",
                                      pattern=_SUBDOMAIN)
     gpu: int = _f(0, "GPUs per predictor replica.", ge=0)
-
+    # ---- serving behaviour and hard limits (docs/serving.md) -------------------------------------------
+    max_batch_size: int = _f(8, "Most requests generated together in one batch.", ge=1, le=256)
+    max_batch_wait_ms: float = _f(200.0, "Longest wait for more requests to batch with (only while more are expected).",
+                                  ge=0, le=10_000)
+    max_queue: int = _f(64, "Most requests admitted but not yet generating; more get 429.", ge=1)
+    max_body_bytes: int = _f(16 * 1024 * 1024, "Largest request body (bytes); larger: 413.", ge=1024)
+    max_images: int = _f(2, "Most images per request, each RGB image and its depth image counted (2: one "
+                                "RGB image; 2N serves multi-image items of N RGB images).", ge=2)
+    max_image_pixels: int = _f(4096 * 4096, "Largest image (width x height), checked before decoding.", ge=1)
+    max_question_chars: int = _f(8000, "Longest question text (characters), checked before tokenizing.", ge=1)
+    max_prompt_tokens: int = _f(8192, "Most prompt tokens (text and image tokens); never more than the model's "
+                                      "context minus the generation budget.", ge=16)
+    max_tokens_limit: int = _f(4096, "Largest max_tokens a request may ask for.", ge=1)
+    request_timeout_s: float = _f(300.0, "Seconds from arrival until a request is abandoned (408), generation "
+                                         "included.", gt=0)
+    image_url_allow: list[str] = _f(help="URL prefixes the server may fetch images from (https://bucket/...); "
+                                         "empty: images only as data: URLs, the server never fetches.",
+                                    factory=list)
+    runtime: str = _f("native", "What `sifthinker deploy` renders: native (the sifthinker predictor) or vllm "
+                                "(KServe's Hugging Face runtime with the vLLM backend behind the SIF "
+                                "transformer).", choices=("native", "vllm"))
+    vllm_args: list[str] = _f(help="Extra arguments of the Hugging Face runtime with the vLLM backend "
+                                   "(e.g. --max_model_len=8192).", factory=list)
+    ready_timeout_s: float = _f(600.0, "Seconds `deploy --apply` waits for the InferenceService to be Ready.",
+                                gt=0)
 
 @dataclass
 class Toleration:
@@ -235,6 +268,26 @@ class SecretEnv:
 
 
 @dataclass
+class TrainJobConfig:
+    """sft and grpo-sif as a Kubeflow Trainer TrainJob (sifthinker.trainjob) instead of in the step's pod."""
+
+    enabled: bool = _f(False, "Run sft and grpo-sif as a TrainJob even on one node; platform.nodes > 1 always "
+                              "does.")
+    runtime: str = _f("sifthinker-torch", "ClusterTrainingRuntime the TrainJob uses (manifests/base/trainer).",
+                      pattern=_SUBDOMAIN)
+    namespace: str | None = _f(None, "Namespace of the TrainJob; null: the step's own namespace (in a pod), else "
+                                     "the kube context's.", pattern=_DNS1123)
+    service_account: str | None = _f("sifthinker-train", "Service account of the training pods.",
+                                     pattern=_SUBDOMAIN)
+    checkpoint_pvc: str | None = _f(None, "PVC mounted at <work_dir>/checkpoints in the training pods (checkpoints "
+                                          "on their own volume); null: they stay on the workspace PVC.",
+                                    pattern=_SUBDOMAIN)
+    poll_seconds: float = _f(10.0, "Seconds between status polls while the step waits for the TrainJob.", gt=0)
+    active_deadline_seconds: int | None = _f(None, "Trainer fails the job after this many seconds "
+                                                   "(DeadlineExceeded); null: no limit.", ge=1)
+
+
+@dataclass
 class PlatformConfig:
     image: str = _f("ghcr.io/sifthinker/sifthinker:0.1.0", "Container image of CPU steps.", nonempty=True)
     gpu_image: str = _f("ghcr.io/sifthinker/sifthinker-train:0.1.0", "Container image of GPU steps.",
@@ -246,6 +299,16 @@ class PlatformConfig:
     workspace_pvc: str | None = _f(None, "PVC mounted at /workspace for models and data on a cluster.",
                                    pattern=_SUBDOMAIN)
     env: dict[str, str] = _f(help="Extra environment variables of every step.", factory=dict)
+    nodes: int = _f(1, "Nodes sft and grpo-sif train on, gpu.count GPUs each; > 1 runs them as a Kubeflow "
+                       "TrainJob (platform.train_job).", ge=1)
+    train_job: TrainJobConfig = _f(help="Training as a Kubeflow Trainer TrainJob.", factory=TrainJobConfig)
+    service_account: str | None = _f(None, "Service account the pipeline's pods run as (set on the KFP run); "
+                                           "null: the KFP default.", pattern=_SUBDOMAIN)
+
+    @property
+    def uses_train_job(self) -> bool:
+        """Whether sft and grpo-sif submit a TrainJob rather than train in the step's own pod."""
+        return self.nodes > 1 or self.train_job.enabled
 
 
 @dataclass
@@ -272,6 +335,7 @@ class RunConfig:
         # One switch: original parity scores like the original scripts too (E1-E6).
         if self.parity == "original":
             self.eval.scoring = "original"
+            self.grpo.prompt_images = "rgb"  # P1: the original's rollouts saw only the RGB image
 
     @property
     def original(self) -> bool:

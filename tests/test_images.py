@@ -1,0 +1,158 @@
+"""The container images, read from their Dockerfiles (no Docker engine here: nothing is built).
+
+Every base image comes pinned by digest from images/bases.env, the one place that names them; every
+image runs as a non-root user and bakes in no secret; every build context is allow-listed by a
+.dockerignore; and every image that the recipes, the config defaults, the components or the manifests
+name is built by some Dockerfile. `make images` is run with a stand-in for docker (``echo``) to check the
+commands it would run.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sifthinker.config import PlatformConfig, RunConfig, ServingConfig
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "images"
+DIGEST = re.compile(r"^[a-z0-9./_-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
+SECRETISH = re.compile(r"(^|_)(TOKEN|PASSWORD|SECRET|SECRET_ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)($|_)", re.I)
+
+
+def bases() -> dict[str, str]:
+    out = {}
+    for line in (IMAGES / "bases.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
+def dockerfiles() -> list[Path]:
+    return sorted(p for p in IMAGES.glob("Dockerfile*") if not p.name.endswith(".dockerignore"))
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out, cur = [], ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#") and not cur:
+            continue
+        cur += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if not line.endswith("\\"):
+            if cur.strip():
+                word, _, rest = cur.strip().partition(" ")
+                out.append((word.upper(), rest.strip()))
+            cur = ""
+    return out
+
+
+def built_images() -> dict[str, Path]:
+    """image reference -> the Dockerfile that builds it (as `make images` names it)."""
+    b, out = bases(), {}
+    for df in dockerfiles():
+        labels = [re.search(r'io\.sifthinker\.image="([^"]+)"', args) for op, args in instructions(df) if op == "LABEL"]
+        names = [m.group(1) for m in labels if m]
+        assert len(names) == 1, f"{df.name}: one LABEL io.sifthinker.image, got {names}"
+        out[f"{b['IMAGE_REGISTRY']}/{names[0]}:{b['IMAGE_TAG']}"] = df
+    return out
+
+
+def test_bases_are_pinned_by_digest_in_one_place():
+    b = bases()
+    base_keys = {k for k in b if k.endswith(("_BASE", "_IMAGE"))}
+    assert base_keys and all(DIGEST.match(b[k]) for k in base_keys), {k: b[k] for k in base_keys}
+    used = set()
+    for df in dockerfiles():
+        ins = instructions(df)
+        args = {a.split("=")[0]: a for op, a in ins if op == "ARG"}
+        froms = [a.split()[0] for op, a in ins if op == "FROM"]
+        assert froms, df.name
+        for ref in froms:
+            m = re.fullmatch(r"\$\{(\w+)\}", ref)
+            assert m, f"{df.name}: FROM {ref} must be a build argument from images/bases.env"
+            assert m.group(1) in base_keys, f"{df.name}: {m.group(1)} is not in bases.env"
+            assert "=" not in args[m.group(1)], f"{df.name}: ARG {m.group(1)} has a default (an unpinned tag)"
+            used.add(m.group(1))
+    assert used == base_keys  # no stale pin
+
+
+@pytest.mark.parametrize("df", dockerfiles(), ids=lambda p: p.name)
+def test_each_image_runs_as_non_root_and_bakes_in_no_secret(df):
+    ins = instructions(df)
+    users = [a for op, a in ins if op == "USER"]
+    assert users, f"{df.name}: no USER (would run as root)"
+    assert users[-1].split(":")[0] not in ("0", "root"), f"{df.name}: the final USER is root"
+    for op, a in ins:
+        if op in ("ENV", "ARG"):
+            for key, value in re.findall(r"(\w+)=(\"[^\"]*\"|\S+)", a):
+                assert not (SECRETISH.search(key) and value.strip('"')), f"{df.name}: {op} {key} has a value"
+        if op in ("COPY", "ADD"):
+            assert not re.search(r"\.env\b|\.pem\b|id_rsa|kubeconfig|credentials", a), f"{df.name}: {op} {a}"
+    ignore = df.with_name(df.name + ".dockerignore")
+    assert ignore.is_file(), f"{df.name}: no {ignore.name} beside it"
+    lines = [ln for ln in ignore.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines[0] == "**", f"{ignore.name} must start by excluding everything, then allow-list"
+    copied = {a.split()[0] for op, a in ins if op == "COPY" and not a.startswith("--from")}
+    for src in copied:  # what the Dockerfile copies is allowed by its .dockerignore
+        assert f"!{src}" in lines or f"!{src}/**" in lines, f"{df.name}: COPY {src} is excluded by {ignore.name}"
+
+
+def test_the_root_dockerignore_allow_lists_the_context():
+    lines = [ln for ln in (REPO / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines[0] == "**" and "!.env" not in lines and not any(ln.startswith("!.git") for ln in lines)
+
+
+def _named_images() -> dict[str, str]:
+    """Every image something names -> who names it."""
+    named = {PlatformConfig().image: "PlatformConfig.image", PlatformConfig().gpu_image: "PlatformConfig.gpu_image",
+             ServingConfig().runtime_image: "ServingConfig.runtime_image"}
+    from components._base import BASE_IMAGE
+
+    named[BASE_IMAGE] = "components/_base.py"
+    for recipe in sorted((REPO / "recipes").glob("*.yaml")):
+        cfg = RunConfig.load(recipe)
+        for img in (cfg.platform.image, cfg.platform.gpu_image, cfg.serving.runtime_image):
+            named[img] = recipe.name
+    for path in sorted((REPO / "manifests").rglob("*.yaml")):
+        for img in re.findall(r"^\s*(?:-\s+)?image:\s*[\"']?([^\s\"']+)", path.read_text(), re.M):
+            named[img] = str(path.relative_to(REPO))
+        for img in re.findall(r"value:\s*(ghcr\.io/\S+)", path.read_text()):  # images set by overlay patches
+            named[img] = str(path.relative_to(REPO))
+    return named
+
+
+def test_every_image_named_anywhere_is_built_by_a_dockerfile():
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    named, built = _named_images(), built_images()
+    assert len(named) >= 5
+    missing = {img: who for img, who in named.items() if img not in built}
+    assert missing == {}, f"named but built by no Dockerfile: {missing}"
+    # and the other way round: nothing is built that nobody uses
+    assert set(built) - set(named) == set(), set(built) - set(named)
+
+
+def test_make_images_builds_every_dockerfile_with_pinned_bases():
+    """`make images` with a stand-in for docker that prints each command instead of running it."""
+    out = subprocess.run(["make", "-s", "images", "DOCKER=echo docker", "PUSH=1"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    builds = [shlex.split(ln) for ln in out.stdout.splitlines() if ln.startswith("docker build")]
+    pushes = [ln.split()[-1] for ln in out.stdout.splitlines() if ln.startswith("docker push")]
+    built = built_images()
+    assert sorted(b[b.index("-t") + 1] for b in builds) == sorted(built) == sorted(pushes)
+    for b in builds:
+        df = REPO / b[b.index("-f") + 1]
+        assert built[b[b.index("-t") + 1]] == df and b[-1] == "."
+        args = dict(b[i + 1].split("=", 1) for i, x in enumerate(b) if x == "--build-arg")
+        assert args == {k: v for k, v in bases().items() if k.endswith(("_BASE", "_IMAGE"))}
+    retagged = subprocess.run(["make", "-s", "images", "DOCKER=echo docker", "IMAGE_REGISTRY=registry.example.com/ml",
+                               "IMAGE_TAG=1.2.3"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "-t registry.example.com/ml/sifthinker-train:1.2.3" in retagged.stdout
