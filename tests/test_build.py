@@ -1,4 +1,5 @@
-"""Dataset build: records follow the schema, traces validate, rejections are reported with reasons."""
+"""Dataset build: records follow the schema, traces validate, rejections are reported with reasons, and a
+build is all or nothing for its target (an interrupted one keeps its finished shards to resume)."""
 
 import json
 
@@ -31,8 +32,10 @@ class ListSource:
 def test_build_records_from_a_handmade_source(tmp_path):
     summary = build_records(ListSource(), 2, 0, tmp_path, progress=False)
     assert summary.num_records == 2
-    assert summary.rejections == [{"id": "full", "reason": "too few focus steps: 1 (the evidence fills the image)"}]
+    reason = "too few focus steps: 1 (the evidence fills the image)"
+    assert summary.rejections == [{"id": "full", "source": "handmade", "reason": reason}]
     assert summary.headline() == "2 train records (1 rejected)"
+    assert (tmp_path / "rejections.jsonl").read_text() == json.dumps(summary.rejections[0]) + "\n"
     recs = load_records(tmp_path)
     assert [r["id"] for r in recs] == ["a", "b"]
     r = recs[1]
@@ -40,12 +43,20 @@ def test_build_records_from_a_handmade_source(tmp_path):
     t = trace.parse(r["messages"][1]["content"])
     assert t.steps[0].boxes[0].xyxy() == (0.0, 0.0, 1.0, 1.0)
     assert [b.xyxy() for b in t.last_boxes] == [tuple(b) for b in r["normalized_solution_round"]["bbox_3d"]]
-    assert t.answer == "2" and "I count 2 matching objects" in t.steps[-1].text
+    assert t.answer == "2" and "I count 2" in t.steps[-1].text
+    # item 2 of the stream, in the second shard (2 items a shard for 2 records); paths relative to the folder
+    assert (r["image"], r["depth_image"], r["depth_map"], r["shard"]) == (
+        "shards/0-00001/images/000002.png", "shards/0-00001/depth/000002.png", "shards/0-00001/depth/000002.npy",
+        "0-00001")
     for key in ("image", "depth_image", "depth_map"):
         assert (tmp_path / r[key]).is_file()
     assert np.load(tmp_path / r["depth_map"]).dtype == np.float16
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["num_records"] == 2 and manifest["source"] == "handmade"
+    assert manifest["rejections"] == summary.rejections and "out_dir" not in manifest
+    # "a": the 20x10 box at (10,10) in 200x100 expands to (0,0,66,56) (tests/test_trajectory.py); "b": both
+    # boxes grow by 4 px (margins 0.1 and 0.2 over 5 steps): (28*18 + 48*38) / (20*10 + 40*30)
+    assert summary.expansion_area_ratio == pytest.approx((66 * 56 / 200 + (28 * 18 + 48 * 38) / 1400) / 2, abs=1e-3)
 
 
 def test_too_many_rejections_stop_the_build(tmp_path):
@@ -55,7 +66,7 @@ def test_too_many_rejections_stop_the_build(tmp_path):
 
 def test_synthetic_build_every_trace_starts_full_and_ends_at_gt(tmp_path):
     summary = build_records(SyntheticSource(), 24, 0, tmp_path, progress=False)
-    assert summary.num_records == 24
+    assert summary.num_records == 24 and summary.expansion_area_ratio > 2
     for r in load_records(tmp_path):
         t = trace.parse(r["messages"][1]["content"])
         assert [b.xyxy() for b in t.steps[0].boxes] == [(0.0, 0.0, 1.0, 1.0)]
@@ -67,6 +78,14 @@ def test_synthetic_build_every_trace_starts_full_and_ends_at_gt(tmp_path):
     a = [r["messages"][1]["content"] for r in load_records(tmp_path)]
     b = [r["messages"][1]["content"] for r in load_records(other)]
     assert a == b
+
+
+def test_original_parity_builds_with_the_original_step(tmp_path):
+    """D2 under `parity: original`: the centred-box step is 1 pixel, so expanded frames hug the GT."""
+    fixed = build_records(SyntheticSource(), 12, 0, tmp_path / "fixed", progress=False)
+    orig = build_records(SyntheticSource(), 12, 0, tmp_path / "orig", progress=False, parity="original")
+    assert orig.expansion_area_ratio < fixed.expansion_area_ratio
+    assert json.loads((tmp_path / "orig" / "build.json").read_text())["parity"] == "original"
 
 
 # ---- all or nothing: interrupted, failed and repeated builds -----------------------------------------
@@ -93,36 +112,40 @@ def _hidden(parent):
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
-def test_interrupted_build_into_a_new_folder_leaves_nothing(tmp_path):
+def test_interrupted_build_into_a_new_folder_leaves_the_target_absent(tmp_path):
     out = tmp_path / "d"
     with pytest.raises(KeyboardInterrupt):
-        build_records(InterruptingSource(), 3, 0, out, progress=False)
+        build_records(InterruptingSource(), 3, 0, out, progress=False, shard_size=1)
     assert not out.exists()
-    assert list(tmp_path.iterdir()) == []  # no temp folder, no orphan image
+    # the two shards finished before the interruption are kept, beside the target, to resume
+    assert _hidden(tmp_path) == [".d.partial"]
+    assert sorted(p.name for p in (tmp_path / ".d.partial" / "shards").iterdir()) == ["0-00000", "0-00001"]
 
 
 def test_interrupted_or_failed_rebuild_keeps_the_previous_dataset(tmp_path):
     out = tmp_path / "d"
     build_records(ListSource(), 2, 0, out, progress=False)
     before = _snapshot(out)
-    assert len(before) == 2 + 2 * 3  # records.json, manifest.json, 2 x (image, depth png, depth npy)
+    # records.json, manifest.json, rejections.jsonl, build.json, 2 x shard.json, 2 x (image, depth png, depth npy)
+    assert len(before) == 4 + 2 + 2 * 3
     with pytest.raises(KeyboardInterrupt):
         build_records(InterruptingSource(), 3, 0, out, progress=False)
     assert _snapshot(out) == before
     with pytest.raises(RuntimeError, match="rejected"):
         build_records(ListSource(), 5, 0, out, progress=False, max_rejections=0)
     assert _snapshot(out) == before
-    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.partial", "d"]  # resumable work beside it
 
 
 def test_rebuild_with_fewer_records_leaves_no_stale_files(tmp_path):
     out = tmp_path / "d"
     build_records(SyntheticSource(96, 72), 6, 0, out, progress=False)
-    assert len(list((out / "images").iterdir())) == 6 and len(list((out / "depth").iterdir())) == 12
+    shard = out / "shards" / "0-00000"
+    assert len(list((shard / "images").iterdir())) == 6 and len(list((shard / "depth").iterdir())) == 12
     summary = build_records(SyntheticSource(96, 72), 2, 1, out, progress=False)
     assert summary.out_dir == str(out)
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png"]
-    assert len(list((out / "depth").iterdir())) == 4 and len(list(out.rglob("*"))) == 2 + 2 + 2 + 4
+    assert sorted(p.name for p in (shard / "images").iterdir()) == ["000000.png", "000001.png"]
+    assert len(list((shard / "depth").iterdir())) == 4
     assert [r["id"] for r in load_records(out)] == ["synthetic-s1-000000", "synthetic-s1-000001"]
     assert _hidden(tmp_path) == []
 
@@ -131,7 +154,7 @@ def test_build_into_an_existing_empty_folder_keeps_its_path(tmp_path):
     out = tmp_path / "artifact"  # a KFP output artifact: created (empty) before the component runs
     out.mkdir()
     summary = build_records(ListSource(), 2, 0, out, progress=False)
-    assert summary.out_dir == str(out) and json.loads((out / "manifest.json").read_text())["out_dir"] == str(out)
+    assert summary.out_dir == str(out) and (out / "manifest.json").is_file()
     assert [r["id"] for r in load_records(out)] == ["a", "b"] and _hidden(tmp_path) == []
 
 
@@ -152,19 +175,23 @@ def test_cli_unwritable_output_is_one_line_without_traceback(tmp_path):
     blocker.write_text("x")
     res = CliRunner().invoke(main, ["data", "build", "--num", "2", "--out", str(blocker / "x")])
     assert res.exit_code == 1
-    assert res.output == f"error: cannot write to {blocker / 'x'}: Not a directory: '{blocker}'\n"
-    assert "Traceback" not in res.output and blocker.read_text() == "x"
+    assert res.output.strip().splitlines() == [f"Error: [Errno 20] Not a directory: '{blocker}'"]
+    assert blocker.read_text() == "x"
 
 
-def test_cli_interrupted_build_says_nothing_was_written(tmp_path, monkeypatch):
+def test_cli_interrupted_build_says_how_to_resume(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from sifthinker.cli import main
-    from sifthinker.data import build
+    from sifthinker.data import shards
 
-    monkeypatch.setitem(build.SOURCES, "synthetic", lambda width, height: InterruptingSource())
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shards, "_run_part", interrupt)
     out = tmp_path / "d"
     res = CliRunner().invoke(main, ["data", "build", "--num", "3", "--out", str(out)])
     assert res.exit_code == 130
-    assert res.output.strip().splitlines()[-1] == f"interrupted: nothing written to {out}"
-    assert "Traceback" not in res.output and list(tmp_path.iterdir()) == []
+    assert res.output.strip().splitlines()[-1] == (f"interrupted: {out} is unchanged; finished shards are kept, "
+                                                   "run the same command again to resume")
+    assert "Traceback" not in res.output and not out.exists()

@@ -521,7 +521,7 @@ def test_depth_anything_provider_estimates_each_image_once(tmp_path, monkeypatch
     made, seen = [], []
 
     class FakeDepthAnything:  # a stand-in for the model: the red channel as inverse depth
-        def __init__(self, model, device=-1):
+        def __init__(self, model, device=-1, revision=None, batch_size=8):  # DepthAnythingV2's signature
             made.append((model, device))
 
         def __call__(self, image):

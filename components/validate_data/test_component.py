@@ -21,8 +21,8 @@ def test_valid_data_passes_and_reports(built_data, recipe, tmp_path):
     report = artifact(Markdown, tmp_path / "report.md")
     validate_data.python_func(recipe=recipe, train_data=train, eval_data=evl, report=report)
     text = Path(report.path).read_text()
-    # 47: the suite's size, counted by hand in tests/test_checks.py (an empty suite would report "all 0")
-    assert text.splitlines()[2:] == ["- **train**: all 47 expectations met", "- **eval**: all 47 expectations met"]
+    # 54: the suite's size, counted by hand in tests/test_checks.py (an empty suite would report "all 0")
+    assert text.splitlines()[2:] == ["- **train**: all 54 expectations met", "- **eval**: all 54 expectations met"]
 
 
 def test_invalid_data_raises_after_writing_the_report(built_data, recipe, tmp_path):
@@ -35,5 +35,5 @@ def test_invalid_data_raises_after_writing_the_report(built_data, recipe, tmp_pa
     with pytest.raises(DataValidationError, match="eval split: 2 data expectation"):
         validate_data.python_func(recipe=recipe, train_data=train, eval_data=artifact(Dataset, broken), report=report)
     text = Path(report.path).read_text()
-    assert "- **train**: all 47 expectations met" in text
+    assert "- **train**: all 54 expectations met" in text
     assert "**eval**: 2 expectation(s) failed" in text and "image_exists" in text

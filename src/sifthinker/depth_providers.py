@@ -8,6 +8,8 @@ the images depend on, so prediction caches can tell providers apart.
   from a local folder or a hub id (``depth.model``), on ``depth.device``. Each distinct image is
   estimated once: results are kept in memory and, given ``cache_dir``, as PNG files keyed by the image's
   pixels, so a rerun or a second benchmark over the same photos does not run the model again.
+* :class:`DepthAnythingMaps` gives the data build float maps (not colour images) from the same model, in
+  batches (``sifthinker data build --depth dav2``).
 * ``fake-gradient``: a NAMED FAKE, not a depth model: a vertical gradient (top of the image far, bottom
   near) whatever the image shows. It exists so tests and CPU smoke runs can exercise the whole path
   without depth weights; its images say nothing about the scene.
@@ -27,7 +29,8 @@ from PIL import Image
 from sifthinker.config import DepthConfig
 from sifthinker.depth import colorize
 
-__all__ = ["DepthAnythingProvider", "DepthProvider", "FakeGradientDepth", "make_depth_provider"]
+__all__ = ["DepthAnythingMaps", "DepthAnythingProvider", "DepthProvider", "FakeGradientDepth",
+           "make_depth_provider"]
 
 
 class DepthProvider(Protocol):
@@ -67,6 +70,36 @@ def _pipeline_device(device: str) -> int | str:
     return device  # "cuda", "cuda:1", ...
 
 
+def _load_dav2(model: str, device: str, revision: str | None = None, batch_size: int = 8):
+    from sifthinker.depth import DepthAnythingV2
+
+    try:
+        return DepthAnythingV2(model, device=_pipeline_device(device), revision=revision, batch_size=batch_size)
+    except OSError as e:  # transformers says "not a valid model identifier" etc. at length
+        raise OSError(f"cannot load Depth-Anything-V2 weights {model!r} (depth.model): "
+                      f"{' '.join(str(e).split())[:300]}") from e
+
+
+class DepthAnythingMaps:
+    """Float depth maps for the data build (``--depth dav2``): Depth-Anything-V2 in batches, on the GPU
+    when ``device`` is ``auto`` and one is present. The model loads on first use."""
+
+    name = "dav2"
+
+    def __init__(self, model: str, revision: str | None = None, device: str = "auto", batch_size: int = 8):
+        self.model, self.revision, self.device, self.batch_size = model, revision, device, batch_size
+        self.fingerprint = f"depth-anything-v2:{model}@{revision or 'default'}"
+        self._estimator = None
+
+    def estimate(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Relative depth maps (0 near, 1 far) at each image's size."""
+        if not images:
+            return []
+        if self._estimator is None:
+            self._estimator = _load_dav2(self.model, self.device, self.revision, self.batch_size)
+        return self._estimator.estimate(images)
+
+
 class DepthAnythingProvider:
     """Depth-Anything-V2 with a per-image cache (memory, plus PNG files when ``cache_dir`` is given)."""
 
@@ -86,13 +119,7 @@ class DepthAnythingProvider:
 
     def _estimate(self, image: Image.Image) -> Image.Image:
         if self._estimator is None:  # loaded on first use: a fully cached run never loads the weights
-            from sifthinker.depth import DepthAnythingV2
-
-            try:
-                self._estimator = DepthAnythingV2(self.model, device=_pipeline_device(self.device))
-            except OSError as e:  # transformers says "not a valid model identifier" etc. at length
-                raise OSError(f"cannot load Depth-Anything-V2 weights {self.model!r} (depth.model): "
-                              f"{' '.join(str(e).split())[:300]}") from e
+            self._estimator = _load_dav2(self.model, self.device)
         self.estimated += 1
         return colorize(self._estimator(image.convert("RGB")))
 

@@ -12,6 +12,12 @@ per-category count table but keeps the whole check to *one* GX validation run (e
 overhead) and lets the tolerance live in the suite rather than in the data. Categories are taken from the
 data, so a category missing entirely cannot be detected here (the build manifest is the place for that).
 
+Per-source expectations (GX ``row_condition``, so one suite serves every source and a mix of them): the
+source is known; built traces end exactly on the GT boxes, imported SIF-50K traces (written by a VLM) at
+least near them (IoU_h >= 0.5); synthetic categories are the generator's and balanced; Visual-CoT has no
+text subsets; TallyQA records are counting questions with a whole-number answer. Across the whole
+dataset, ids are unique and no source item (source image and question) appears twice, e.g. in two shards.
+
 ``python -m sifthinker.data.checks DIR`` validates ``DIR/records.json`` and exits 1 on failure.
 """
 
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from sifthinker.data.table import REQUIRED_FIELDS, STRING_FIELDS, records_table
+from sifthinker.data_config import DATA_SOURCES
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -58,7 +65,13 @@ _DETAIL = {
     "depth_image_exists": ("depth_image",),
     "depth_map_exists": ("depth_map",),
     "images_exist": ("images",),
+    "id": ("shard",),
+    "dup_key": ("shard",),
+    "last_area_iou": ("last_area", "gt_boxes"),
 }
+# Visual-CoT's text and document subsets (method spec, section 2): never in a build.
+VISCOT_TEXT_SUBSETS = ["docvqa", "dude", "textvqa", "sroie", "infographicsvqa", "textcap"]
+SYNTHETIC_CATEGORIES = ["depth", "position", "counting", "existence", "size", "attribute"]
 
 
 @dataclass
@@ -86,6 +99,7 @@ def build_suite(balance_tolerance: float = 0.25) -> gx.ExpectationSuite:
     """The ``sif_records`` suite; each expectation carries ``meta["check"]``, the name used in messages."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
 
     if not 0 <= balance_tolerance:
         raise ValueError(f"balance_tolerance must be >= 0, got {balance_tolerance}")
@@ -96,6 +110,10 @@ def build_suite(balance_tolerance: float = 0.25) -> gx.ExpectationSuite:
         exp.meta = {"check": check}
         suite.add_expectation(exp)
 
+    def where(source: str, negate: bool = False) -> dict[str, Any]:
+        col = Column("source")
+        return {"row_condition": (col != source) if negate else (col == source)}
+
     add("non_empty", gxe.ExpectTableRowCountToBeBetween(min_value=1))
     for f in REQUIRED_FIELDS:
         add(f"required_{f}", gxe.ExpectColumnValuesToNotBeNull(column=f))
@@ -104,6 +122,8 @@ def build_suite(balance_tolerance: float = 0.25) -> gx.ExpectationSuite:
     add("box_frame_norm", gxe.ExpectColumnValuesToBeInSet(column="box_frame", value_set=["norm"]))
     add("ids_unique", gxe.ExpectColumnValuesToBeUnique(column="id"))
     add("split_known", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)))
+    add("source_known", gxe.ExpectColumnValuesToBeInSet(column="source", value_set=list(DATA_SOURCES)))
+    add("no_duplicate_items", gxe.ExpectColumnValuesToBeUnique(column="dup_key"))
 
     def true(check: str, column: str) -> None:
         add(check, gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[True]))
@@ -124,14 +144,27 @@ def build_suite(balance_tolerance: float = 0.25) -> gx.ExpectationSuite:
     unit("trace_depth_in_unit_min", "trace_min_depth")
     unit("trace_depth_in_unit_max", "trace_max_depth")
     true("first_area_full_image", "first_area_is_full_image")
-    true("last_area_matches_gt", "last_area_matches_gt")
+    add("last_area_matches_gt", gxe.ExpectColumnValuesToBeInSet(column="last_area_matches_gt", value_set=[True],
+                                                                **where("sif50k", negate=True)))
+    add("sif50k_last_area_near_gt", gxe.ExpectColumnValuesToBeBetween(column="last_area_iou", min_value=0.5,
+                                                                      **where("sif50k")))
     # files
     for f in ("image", "depth_image", "depth_map", "images"):
         true(f"{f}_exists", f"{f}_exist" if f == "images" else f"{f}_exists")
     true("paths_relative", "paths_relative")
-    # balance
+    # per source
+    add("synthetic_categories", gxe.ExpectColumnValuesToBeInSet(column="category", value_set=SYNTHETIC_CATEGORIES,
+                                                                **where("synthetic")))
+    add("viscot_no_text_subsets", gxe.ExpectColumnValuesToNotBeInSet(column="category",
+                                                                     value_set=VISCOT_TEXT_SUBSETS, **where("viscot")))
+    add("tallyqa_counting", gxe.ExpectColumnValuesToBeInSet(column="category", value_set=["counting"],
+                                                            **where("tallyqa")))
+    add("tallyqa_count_answers", gxe.ExpectColumnValuesToBeInSet(column="response_is_count", value_set=[True],
+                                                                 **where("tallyqa")))
+    # balance: the generator balances its categories; real sources' categories are what they are
     add("category_balance", gxe.ExpectColumnValuesToBeBetween(
-        column="category_balance", min_value=1.0 - balance_tolerance, max_value=1.0 + balance_tolerance))
+        column="category_balance", min_value=1.0 - balance_tolerance, max_value=1.0 + balance_tolerance,
+        **where("synthetic")))
     return suite
 
 
@@ -168,11 +201,14 @@ def _show(v: Any, limit: int = 160) -> str:
 def _describe(res: Any, table: pd.DataFrame) -> str:
     """One line for a failed expectation result: check name, expectation, column, offending examples."""
     cfg = res.expectation_config
-    kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "condition_parser")}
     column = kwargs.pop("column", None)
+    cond = kwargs.pop("row_condition", None)
+    if isinstance(cond, dict) and isinstance(cond.get("column"), dict):  # a GX Condition, serialised
+        cond = f'{cond["column"].get("name")} {cond.get("operator")} "{cond.get("parameter")}"'
     name = (cfg.meta or {}).get("check", cfg.type)
     head = f"{name}: {cfg.type}({'column=' + column if column else ''}"
-    head += "".join(f", {k}={v}" for k, v in kwargs.items()) + ")"
+    head += "".join(f", {k}={v}" for k, v in kwargs.items()) + ")" + (f" where {cond}" if cond else "")
     if res.exception_info and res.exception_info.get("raised_exception"):
         return f"{head} raised: {res.exception_info.get('exception_message')}"
     r = res.result or {}

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from sifthinker import trace as sif_trace
+from sifthinker.geometry import iou_h
 
 __all__ = ["JSON_FIELDS", "REQUIRED_FIELDS", "STRING_FIELDS", "records_table"]
 
@@ -36,6 +37,7 @@ REQUIRED_FIELDS = (
     "response", "messages", "images", "box_frame", "normalized_solution_round",
 )
 FILE_FIELDS = ("image", "depth_image", "depth_map")
+OPTIONAL_FIELDS = ("shard", "source_image")  # build provenance: which shard, which source file
 DECIMALS = 3
 
 
@@ -87,7 +89,7 @@ def _fmt_boxes(boxes: Any) -> str:
 
 def _row(rec: Any, root: Path) -> dict[str, Any]:
     rec = rec if isinstance(rec, dict) else {}
-    row: dict[str, Any] = {f: _as_text(rec.get(f)) for f in STRING_FIELDS}
+    row: dict[str, Any] = {f: _as_text(rec.get(f)) for f in STRING_FIELDS + OPTIONAL_FIELDS}
     row.update({f: (None if rec.get(f) is None else json.dumps(rec.get(f), default=str)) for f in JSON_FIELDS})
 
     gt, n_gt = _gt_boxes(rec)
@@ -125,9 +127,16 @@ def _row(rec: Any, root: Path) -> dict[str, Any]:
         last = [b.xyxy() for b in parsed.last_boxes]
         row["last_area"] = _fmt_boxes(last)
         row["last_area_matches_gt"] = None if gt is None else _box_set(last) == _box_set(gt)
+        row["last_area_iou"] = math.nan if gt is None else iou_h(last, gt)
     else:
         row["first_area"] = row["first_area_is_full_image"] = None
         row["last_area"] = row["last_area_matches_gt"] = None
+        row["last_area_iou"] = math.nan
+    resp = rec.get("response")
+    row["response_is_count"] = isinstance(resp, str | int) and str(resp).strip().isdigit()
+    # An item seen twice (the same source image and question), e.g. in two shards of one build.
+    src_img = rec.get("source_image")
+    row["dup_key"] = f"{rec.get('source')}|{src_img}|{rec.get('problem')}" if isinstance(src_img, str) else None
 
     for f in FILE_FIELDS:
         row[f"{f}_exists"] = _exists(root, rec.get(f))
@@ -146,19 +155,25 @@ def records_table(records: list[dict], root: Path | str) -> pd.DataFrame:
     ``assistant_trace``, ``trace_valid``, ``trace_problems``, ``trace_min_depth``/``trace_max_depth``
     (over every box of every area, read leniently), ``first_area``, ``first_area_is_full_image``, ``last_area``,
     ``last_area_matches_gt`` (last area vs GT as sets of boxes rounded to 3 decimals),
+    ``last_area_iou`` (IoU_h of the last area and the GT), ``response_is_count``, ``dup_key`` (source,
+    source image and question of records that name their source image), ``shard``, ``source_image``,
     ``image_exists``/``depth_image_exists``/``depth_map_exists``/``images_exist`` (relative to
     ``root``), ``paths_relative``, ``category_count``/``category_share`` and ``category_balance``
-    (share x number of categories: 1.0 is a perfectly even split).
+    (within the record's source: share x number of the source's categories; 1.0 is an even split).
     """
     root = Path(root)
     df = pd.DataFrame([_row(r, root) for r in records], columns=list(_row({}, root)))
-    counts = Counter(c for c in df["category"] if c is not None)
-    total, k = sum(counts.values()), len(counts)
-    df["category_count"] = [counts[c] if c is not None else math.nan for c in df["category"]]
-    df["category_share"] = df["category_count"] / total if total else math.nan
-    df["category_balance"] = df["category_share"] * k
+    # Category shares within each source: categories are balanced by design in a source, not across sources.
+    counts = Counter((s, c) for s, c in zip(df["source"], df["category"], strict=True) if c is not None)
+    totals = Counter(s for s, _ in counts.elements())
+    kinds = Counter(s for s, _ in counts)
+    df["category_count"] = [counts[(s, c)] if c is not None else math.nan
+                            for s, c in zip(df["source"], df["category"], strict=True)]
+    df["category_share"] = [n / totals[s] if totals[s] else math.nan
+                            for s, n in zip(df["source"], df["category_count"], strict=True)]
+    df["category_balance"] = [sh * kinds[s] for s, sh in zip(df["source"], df["category_share"], strict=True)]
     # Nullable dtypes: object columns with None keep GX's null handling exact.
-    for col in ("gt_min_coord", "gt_max_coord", "trace_min_depth", "trace_max_depth",
+    for col in ("gt_min_coord", "gt_max_coord", "trace_min_depth", "trace_max_depth", "last_area_iou",
                 "category_count", "category_share", "category_balance"):
         df[col] = df[col].astype(float)
     return df

@@ -1,7 +1,18 @@
 """Reverse expansion, forward inference: the focus frames of a SIF trajectory (spec section 2).
 
-Boxes here are pixel boxes (x1, y1, x2, y2) in the original image until `to_steps` normalises them,
-because the expansion step is defined in pixels.
+Boxes here are pixel boxes (x1, y1, x2, y2) in the original image until they are normalised, because
+the expansion step is defined in pixels.
+
+Two rules differ between our builds and the original code (method spec, section 5):
+
+* D2, the expansion step: the original's ``rx = 1 - max(x1) - min(x2)`` is 0 for a centred box, so
+  its step is 1 pixel and the "expanded" frame is the GT again. New builds use the free margin,
+  ``rx = 1 - (max(x2) - min(x1))`` (``step_rule="margin"``); ``"original"`` reproduces SIF-50K.
+* D3, the distractor: it is placed against the merged first-expansion box (frame 1, or the union of
+  its boxes), as in the original, so the "wrong region" never covers the region the trace focuses on
+  next. Fixed builds also require zero overlap in the fallback placement and drop a distractor that
+  rounding would make overlap the next frame; ``distractor_rule="original"`` keeps the original's
+  ``IoU < 0.001`` fallback.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ MAX_EXPANSIONS = 5
 
 @dataclass(frozen=True)
 class TrajectoryConfig:
-    """Knobs of the builder; the defaults are the paper's."""
+    """Knobs of the builder; the defaults are the paper's, with the D2/D3 fixes."""
 
     max_expansions: int = MAX_EXPANSIONS
     distractor_prob: float = 0.5
@@ -29,9 +40,17 @@ class TrajectoryConfig:
     distractor_scale: tuple[float, float] = (0.7, 1.3)
     distractor_tries: int = 1000
     min_steps: int = 3
+    step_rule: Literal["margin", "original"] = "margin"
+    distractor_rule: Literal["strict", "original"] = "strict"
 
 
 DEFAULT_CONFIG = TrajectoryConfig()
+ORIGINAL_CONFIG = TrajectoryConfig(step_rule="original", distractor_rule="original")
+
+
+def trajectory_config(parity: str) -> TrajectoryConfig:
+    """The builder's rules for a run's ``parity`` (``fixed`` or ``original``)."""
+    return ORIGINAL_CONFIG if parity == "original" else DEFAULT_CONFIG
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,7 @@ class Trajectory:
     steps: list[FocusStep]
     expansions: list[list[PxBox]] = field(default_factory=list)  # reverse frames, pixels, for inspection
     distractor: PxBox | None = None  # pixels, whether or not it became a frame
+    area_ratio: float = 1.0  # area of the expanded frame / area of the GT boxes (1.0: a degenerate expansion)
 
 
 def _overlap(a: PxBox, b: PxBox) -> bool:
@@ -56,6 +76,10 @@ def _overlap(a: PxBox, b: PxBox) -> bool:
 
 def _union_box(a: PxBox, b: PxBox) -> PxBox:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def _area(boxes: list[PxBox]) -> float:
+    return sum(max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) for b in boxes)
 
 
 def enclosing(boxes: list[PxBox]) -> PxBox:
@@ -80,14 +104,19 @@ def merge_overlapping(boxes: list[PxBox]) -> list[PxBox]:
     return out
 
 
-def expansion_step(boxes: list[PxBox], width: int, height: int, remaining: int) -> float:
-    """Step in pixels: max(rx*W/k, ry*H/k, 1) with the spec's rx, ry from the normalised boxes."""
-    rx = 1.0 - max(b[0] for b in boxes) / width - min(b[2] for b in boxes) / width
-    ry = 1.0 - max(b[1] for b in boxes) / height - min(b[3] for b in boxes) / height
+def expansion_step(boxes: list[PxBox], width: int, height: int, remaining: int, rule: str = "margin") -> float:
+    """Step in pixels: ``max(rx*W/k, ry*H/k, 1)``; ``rx``, ``ry`` by the margin rule or the original's (D2)."""
+    if rule == "original":
+        rx = 1.0 - max(b[0] for b in boxes) / width - min(b[2] for b in boxes) / width
+        ry = 1.0 - max(b[1] for b in boxes) / height - min(b[3] for b in boxes) / height
+    else:
+        rx = 1.0 - (max(b[2] for b in boxes) - min(b[0] for b in boxes)) / width
+        ry = 1.0 - (max(b[3] for b in boxes) - min(b[1] for b in boxes)) / height
     return max(rx * width / remaining, ry * height / remaining, 1.0)
 
 
-def reverse_expand(gt: list[PxBox], width: int, height: int, max_expansions: int = MAX_EXPANSIONS) -> list[list[PxBox]]:
+def reverse_expand(gt: list[PxBox], width: int, height: int, max_expansions: int = MAX_EXPANSIONS,
+                   rule: str = "margin") -> list[list[PxBox]]:
     """Frames from the GT outward: frame 0 = GT, then grown/clipped/merged frames, ending at the full image.
 
     When a single box remains with >= 2 expansions left, a fast expansion (right/bottom sides grown by half
@@ -98,7 +127,7 @@ def reverse_expand(gt: list[PxBox], width: int, height: int, max_expansions: int
     boxes = list(gt)
     for i in range(max_expansions):
         remaining = max_expansions - i
-        step = expansion_step(boxes, width, height, remaining)
+        step = expansion_step(boxes, width, height, remaining, rule)
         grown = [
             (max(0.0, b[0] - step), max(0.0, b[1] - step), min(float(width), b[2] + step), min(float(height), b[3] + step))
             for b in boxes
@@ -127,27 +156,34 @@ def _iou(a: PxBox, b: PxBox) -> float:
 
 
 def place_distractor(
-    original: PxBox, width: int, height: int, rng: np.random.Generator, cfg: TrajectoryConfig = DEFAULT_CONFIG
+    anchor: PxBox, width: int, height: int, rng: np.random.Generator, cfg: TrajectoryConfig = DEFAULT_CONFIG
 ) -> PxBox | None:
-    """A wrong region of similar size touching a corner of `original` without overlapping it."""
-    w0, h0 = original[2] - original[0], original[3] - original[1]
+    """A wrong region of similar size touching a corner of ``anchor`` without overlapping it."""
+    w0, h0 = anchor[2] - anchor[0], anchor[3] - anchor[1]
     scale = cfg.distractor_enlarge * rng.uniform(*cfg.distractor_scale)
     w, h = min(w0 * scale, float(width)), min(h0 * scale, float(height))
-    x1, y1, x2, y2 = original
-    # Diagonal neighbours: each shares exactly one corner point with the original box.
+    x1, y1, x2, y2 = anchor
+    # Diagonal neighbours: each shares exactly one corner point with the anchor.
     corners = [(x1 - w, y1 - h), (x2, y1 - h), (x1 - w, y2), (x2, y2)]
-    order = rng.permutation(len(corners))
-    for k in order:
+    for k in rng.permutation(len(corners)):
         cx, cy = corners[k]
         if cx >= 0 and cy >= 0 and cx + w <= width and cy + h <= height:
             return (cx, cy, cx + w, cy + h)
-    for _ in range(cfg.distractor_tries):
-        cx = rng.uniform(0.0, max(width - w, 0.0))
-        cy = rng.uniform(0.0, max(height - h, 0.0))
-        cand = (cx, cy, cx + w, cy + h)
-        if _iou(cand, original) < 0.001:
-            return cand
-    return None
+    # Random placements, all drawn at once: one vectorised test instead of up to 1000 Python iterations.
+    n = cfg.distractor_tries
+    cx = rng.uniform(0.0, max(width - w, 0.0), n)
+    cy = rng.uniform(0.0, max(height - h, 0.0), n)
+    inter = (np.clip(np.minimum(cx + w, x2) - np.maximum(cx, x1), 0.0, None)
+             * np.clip(np.minimum(cy + h, y2) - np.maximum(cy, y1), 0.0, None))
+    if cfg.distractor_rule == "original":
+        ok = inter / (w * h + w0 * h0 - inter) < 0.001
+    else:
+        ok = inter <= 0.0
+    hits = np.flatnonzero(ok)
+    if not len(hits):
+        return None
+    i = int(hits[0])
+    return (float(cx[i]), float(cy[i]), float(cx[i]) + w, float(cy[i]) + h)
 
 
 def normalize_boxes(boxes: list[PxBox], width: int, height: int) -> tuple[PxBox, ...]:
@@ -172,9 +208,9 @@ def build_trajectory(
     if not gt:
         raise ValueError("a trajectory needs at least one ground-truth box")
     height, width = depth_rel.shape[:2]
-    frames = reverse_expand(gt, width, height, cfg.max_expansions)
+    frames = reverse_expand(gt, width, height, cfg.max_expansions, cfg.step_rule)
     expanded = frames[1]
-    distractor = place_distractor(enclosing(gt), width, height, rng, cfg)
+    distractor = place_distractor(enclosing(expanded), width, height, rng, cfg)
     use_distractor = distractor is not None and rng.random() < cfg.distractor_prob
 
     full: PxBox = (0.0, 0.0, float(width), float(height))
@@ -186,12 +222,17 @@ def build_trajectory(
     raw.append(("expanded", expanded))
     raw.append(("gt", list(gt)))
 
+    normed = [(kind, normalize_boxes(boxes, width, height)) for kind, boxes in raw]
+    if use_distractor and cfg.distractor_rule == "strict" and any(
+            _overlap(normed[1][1][0], b) for b in normed[2][1]):
+        del normed[1]  # rounding to 3 decimals made it touch the next frame: a wrong region must not
     steps: list[FocusStep] = []
-    for kind, boxes in raw:
-        norm = normalize_boxes(boxes, width, height)
+    for kind, norm in normed:
         if steps and set(steps[-1].boxes) == set(norm):
             # A frame equal to the next adds nothing (e.g. evidence that fills the image): keep the later one.
             steps.pop()
         depths = tuple(round(mean_depth(depth_rel, b), 3) for b in norm)
         steps.append(FocusStep(kind, norm, depths))
-    return Trajectory(steps=steps, expansions=frames, distractor=distractor)
+    gt_area = _area(list(gt))
+    ratio = _area(expanded) / gt_area if gt_area > 0 else 1.0
+    return Trajectory(steps=steps, expansions=frames, distractor=distractor, area_ratio=ratio)
