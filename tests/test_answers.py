@@ -1,4 +1,7 @@
-"""Tests for the deterministic answer verifier and the judges (sifthinker.answers)."""
+"""Tests for the deterministic answer verifier and the fake judge (sifthinker.answers).
+
+The HTTP judge (sifthinker.judge) is tested against a real local server in tests/test_judge.py.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,9 @@ import pytest
 
 from sifthinker.answers import (
     FakeJudge,
-    OpenAIJudge,
     canonical_answer_type,
     infer_answer_type,
     normalize,
-    parse_judge_score,
     score_answer,
 )
 
@@ -220,83 +221,7 @@ def test_inferred_types_score_only_the_right_answer() -> None:
     assert scores == {pair: 1.0 if pair in right else 0.0 for pair in scores}
 
 
-# ---- judges -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("reply", "expected"),
-    [
-        ('{"score": 1}', 1.0),
-        ('Sure. {"score": 0.5} done', 0.5),
-        ('```json\n{"score": 0.25}\n```', 0.25),
-        ('{"score": 7}', 1.0),
-        ("score: 0.8", 0.8),
-        ("no idea", None),
-        ('{"score": "high"}', None),
-        ("", None),
-    ],
-)
-def test_parse_judge_score(reply: str, expected: float | None) -> None:
-    assert parse_judge_score(reply) == expected
-
-
-class _Resp:
-    def __init__(self, content: str, status: int = 200) -> None:
-        self.content, self.status = content, status
-
-    def raise_for_status(self) -> None:
-        if self.status >= 400:
-            raise RuntimeError(f"HTTP {self.status}")
-
-    def json(self) -> dict:
-        return {"choices": [{"message": {"content": self.content}}]}
-
-
-class _Session:
-    """A fake requests session: replies in turn, records every request."""
-
-    def __init__(self, replies: list[_Resp | Exception]) -> None:
-        self.replies, self.calls = list(replies), []
-
-    def post(self, url: str, json: dict, headers: dict, timeout: float) -> _Resp:
-        self.calls.append({"url": url, "json": json, "headers": headers, "timeout": timeout})
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-
-def test_openai_judge_request_and_cache() -> None:
-    session = _Session([_Resp('{"score": 0.75}')])
-    judge = OpenAIJudge("http://judge:8000/v1/", "qwen-judge", api_key="k", timeout=5.0, session=session)
-    assert judge.score("What is it?", "a cat", "cat") == 0.75
-    assert judge.score("What is it?", "a cat", "cat") == 0.75  # cached: no second request
-    assert len(session.calls) == 1
-    call = session.calls[0]
-    assert call["url"] == "http://judge:8000/v1/chat/completions"
-    assert call["timeout"] == 5.0 and call["headers"] == {"Authorization": "Bearer k"}
-    prompt = call["json"]["messages"][0]["content"]
-    assert prompt.startswith("You are responsible for proofreading the answers")
-    assert '{"score": x}' in prompt and "What is it?" in prompt and "a cat" in prompt
-    assert judge.score("What is it?", None, "cat") == 0.0 and len(session.calls) == 1
-
-
-def test_openai_judge_failures_score_zero_and_are_not_cached() -> None:
-    session = _Session([TimeoutError("slow"), _Resp("garbage"), _Resp("", status=500)])
-    judge = OpenAIJudge("http://j/v1", "m", api_key="", max_retries=2, session=session)
-    assert judge.score("q", "p", "g") == 0.0
-    assert len(session.calls) == 3
-    session.replies = [_Resp('{"score": 1}')]
-    assert judge.score("q", "p", "g") == 1.0  # the failure was not cached
-
-
-def test_openai_judge_batch_dedups() -> None:
-    session = _Session([_Resp('{"score": 1.0}')])
-    judge = OpenAIJudge("http://j/v1", "m", api_key="", session=session)
-    judge.max_workers = 2
-    items = [("q", "p", "g"), ("q", "p", "g"), ("q", "p2", "g"), ("q", None, "g")]
-    assert judge.score_batch(items) == [1.0, 1.0, 1.0, 0.0]
-    assert len(session.calls) == 2
+# ---- the fake judge ---------------------------------------------------------------------------------
 
 
 def test_fake_judge_is_the_verifier() -> None:

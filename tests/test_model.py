@@ -63,6 +63,21 @@ def test_mrope_section_covers_half_the_head():
         assert sum(mrope_section(head_dim)) == head_dim // 2
 
 
+def test_tiny_config_carries_rope_theta_and_tied_embeddings():
+    from sifthinker.model.tiny import tiny_config
+
+    tok = build_tokenizer(CORPUS, 400)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens}
+    cfg = small_cfg()
+    default = tiny_config(cfg.model.tiny, 400, ids)
+    assert default.text_config.rope_parameters["rope_theta"] == 1_000_000.0  # Qwen2.5-VL's base
+    assert default.tie_word_embeddings is False
+    cfg.model.tiny.rope_theta, cfg.model.tiny.tie_word_embeddings = 50.0, True
+    changed = tiny_config(cfg.model.tiny, 400, ids)
+    assert changed.text_config.rope_parameters["rope_theta"] == 50.0
+    assert changed.tie_word_embeddings is True
+
+
 def test_saved_folder_reloads_through_load_model(tiny, loaded):
     model, processor = loaded
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {

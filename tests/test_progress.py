@@ -1,4 +1,4 @@
-"""Tests for the answer-progress stores (sifthinker.progress)."""
+"""Tests for the answer-progress stores and their exchange across ranks (sifthinker.progress)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sifthinker.progress import MemoryProgressStore, ProgressStore, SQLiteProgressStore, progress_key
+from sifthinker.progress import (
+    MemoryProgressStore,
+    ProgressExchange,
+    ProgressStore,
+    SQLiteProgressStore,
+    progress_key,
+    restore_sqlite,
+    snapshot_sqlite,
+)
 
 
 def test_progress_key_is_stable_and_separates_fields() -> None:
@@ -102,3 +110,83 @@ def test_sqlite_store_is_safe_across_processes(tmp_path: Path) -> None:
     assert store.get("shared") in (0.0, 1.0)
     assert store.visits("shared") == 1 + 2 * 30  # every upsert counted: none lost to a race
     store.close()
+
+
+# ---- ProgressExchange: one visit's bookkeeping, across ranks ---------------------------------------------
+
+
+def test_exchange_stores_whole_group_mean_and_returns_previous(tmp_path: Path) -> None:
+    store = SQLiteProgressStore(tmp_path / "p.db")
+    ex = ProgressExchange(store)
+    assert ex.visit({"a": [1.0, 0.0, 0.0, 0.0], "b": [0.0, 0.0]}) == {"a": None, "b": None}
+    assert (store.get("a"), store.get("b")) == (0.25, 0.0)  # zeros are stored (defect P2)
+    assert ex.visit({"a": [1.0, 1.0]}) == {"a": 0.25}
+    assert store.get("a") == 1.0 and store.visits("a") == 2
+    # The original's rules: the bonus-included mean is stored, a zero mean is not.
+    orig = ProgressExchange(MemoryProgressStore(), original=True)
+    assert orig.visit({"k": [0.0, 0.0]}) == {"k": None} and len(orig.store) == 0
+    assert orig.visit({"k": [1.0, 0.0]}) == {"k": None} and orig.store.get("k") == 0.5
+    assert orig.visit({"k": [1.0, 1.0]}) == {"k": 0.5} and orig.store.get("k") == 1.5  # (1.5 + 1.5) / 2
+
+
+def test_snapshot_and_restore_sqlite(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    store = SQLiteProgressStore(live)
+    store.put("k", 0.25)
+    snap = snapshot_sqlite(live, tmp_path / "ckpt" / "progress.sqlite")  # while the store is open (WAL)
+    store.put("k", 0.75)
+    store.put("later", 1.0)
+    store.close()
+    restore_sqlite(snap, live)
+    back = SQLiteProgressStore(live)
+    assert back.get("k") == 0.25 and back.get("later") is None and back.visits("k") == 1
+
+
+def _rank(rank: int, port: int, db: str, out: str) -> None:
+    """One of two gloo ranks calling the answer reward on its half of each group, over two epochs."""
+    import json
+
+    import torch.distributed as dist
+
+    from sifthinker.rewards import make_answer_reward
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    store = SQLiteProgressStore(db) if rank == 0 else None  # rank 0 alone owns the store
+    reward = make_answer_reward(exchange=ProgressExchange(store))
+    # Groups of 4 rollouts of prompts A and B, split 2 + 2 over the ranks as TRL's sampler does.
+    epochs = [{0: {"A": ["yes", "no"], "B": ["no", "no"]}, 1: {"A": ["yes", "yes"], "B": ["no", "yes"]}},
+              {0: {"A": ["yes", "yes"], "B": ["yes", "no"]}, 1: {"A": ["no", "no"], "B": ["yes", "yes"]}}]
+    results = []
+    for epoch in epochs:
+        mine = epoch[rank]
+        comps = [f"<answer>{a}</answer>" for q in mine for a in mine[q]]
+        problems = [q for q in mine for _ in mine[q]]
+        n = len(comps)
+        results.append(reward(comps, response=["yes"] * n, answer_type=["yes_no"] * n, problem=problems,
+                              image=["img.png"] * n))
+    Path(out).write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
+def test_exchange_gathers_split_groups_across_two_processes(tmp_path: Path) -> None:
+    import json
+
+    from sifthinker.serving.process import free_port
+
+    port, db = free_port(), str(tmp_path / "p.db")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_rank, args=(r, port, db, str(tmp_path / f"r{r}.json"))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    r0, r1 = (json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2))
+    # Epoch 1: first visit, r = s. Whole-group means: A 3/4, B 1/4 (a rank's own half would be 1/2 or 1).
+    assert (r0[0], r1[0]) == ([1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0])
+    # Epoch 2: right answers earn 1 + (1 - s_prev) with the whole group's s_prev: A 1.25, B 1.75.
+    assert (r0[1], r1[1]) == ([1.25, 1.25, 1.75, 0.0], [0.0, 0.0, 1.75, 1.75])
+    store = SQLiteProgressStore(db)
+    a, b = (progress_key(q, "img.png") for q in "AB")
+    assert (store.get(a), store.get(b)) == (0.5, 0.75)
+    assert (store.visits(a), store.visits(b)) == (2, 2)  # one write per group and visit, not one per rank

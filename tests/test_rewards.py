@@ -110,13 +110,32 @@ def test_box_reward_multi_box() -> None:
     assert box_reward([sif([area(G)])], gt_boxes=[list(G)]) == pytest.approx([1.0])
 
 
-def test_box_reward_lenient_areas() -> None:
-    # Garbage JSON in the last area: P_end is the last *parseable* area.
-    comp = sif([area(FULL), area(G), "[{bbox_2d: oops"])
-    assert box_reward([comp], gt_boxes=[[G]]) == pytest.approx([1.0])
-    # Out-of-range and reversed corners are clipped, not fatal.
+def test_box_reward_reads_the_last_area_as_written() -> None:
+    """D4: r_box reads the last <area>; one that does not parse scores 0, never an earlier area."""
+    gt = {"gt_boxes": [[G]]}
+    # The exact GT box in the second area, garbage JSON in the last: 0 (the old reader fell back to G: 1).
+    assert box_reward([sif([area(FULL), area(G), "[{bbox_2d: oops"])], **gt) == [0.0]
+    # So is a last area with an item lacking bbox_2d, or with 3 corners.
+    no_box = json.dumps([{"bbox_2d": list(G), "depth": 0.5}, {"depth": 0.5}])
+    three = json.dumps([{"bbox_2d": [0.2, 0.2, 0.6], "depth": 0.5}])
+    assert box_reward([sif([area(G), no_box]), sif([area(G), three])], gt_boxes=[[G]] * 2) == [0.0, 0.0]
+    # An unparseable first focus earns no progress term: G in the end scores 1, not 1 + (1 - 0) = 2.
+    assert box_reward([sif([area(FULL), "[oops", area(G)])], **gt) == [1.0]
+    # Out-of-range corners are clipped; reversed ones have no area: IoU 0.
     weird = sif([area((-0.5, 0.2, 0.6, 0.6)), area((0.6, 0.6, 0.2, 0.2))])
-    assert box_reward([weird], gt_boxes=[[G]]) == [0.0]
+    assert box_reward([weird], **gt) == [0.0]
+    # (-0.5, .2, .6, .6) clipped is (0, .2, .6, .6), area .24, holding G (.16): IoU .16/.24 = 2/3 both ways.
+    assert box_reward([sif([area((-0.5, 0.2, 0.6, 0.6))])], **gt) == pytest.approx([2 / 3])
+
+
+def test_box_reward_needs_no_depth() -> None:
+    """D4: r_box needs boxes, not depths (the old reader dropped the area and fell back)."""
+    half = (0.2, 0.2, 0.6, 0.4)  # inside G, half its area: iou_h .5
+    no_depth = json.dumps([{"bbox_2d": list(G)}])
+    bad_depth = json.dumps([{"bbox_2d": list(G), "depth": "near"}])
+    comps = [sif([area(FULL), area(half), no_depth]), sif([area(FULL), area(half), bad_depth])]
+    # end G (1), start half (.5): 1 + (1 - .5) = 1.5 for both (old: end = half, .5)
+    assert box_reward(comps, gt_boxes=[[G]] * 2) == pytest.approx([1.5, 1.5])
 
 
 def test_box_reward_reads_sif50k_column_like_gt_boxes() -> None:
@@ -247,6 +266,20 @@ def test_depth_reward_fraction_and_pixels(tmp_path: Path) -> None:
     # A sub-pixel box still covers one pixel: x in [0.01, 0.02] -> column 0.
     tiny = sif([json.dumps([{"bbox_2d": [0.01, 0.0, 0.02, 0.05], "depth": 0.2}])])
     assert depth_reward([tiny], depth_map=[dm]) == [1.0]
+
+
+def test_depth_reward_never_credits_inverted_zero_area_or_depthless_boxes() -> None:
+    """D4: an inverted or zero-area box never counts; a box without a depth counts as a miss."""
+    dm = np.full((10, 20), 0.5, dtype=np.float16)  # D = 0.5 everywhere, so d = 0.5 would match anywhere
+    good = {"bbox_2d": list(G), "depth": 0.5}
+    inverted = {"bbox_2d": [0.6, 0.6, 0.2, 0.2], "depth": 0.5}  # the old reward collapsed it to a pixel: hit
+    flat = {"bbox_2d": [0.2, 0.3, 0.6, 0.3], "depth": 0.5}  # zero height
+    outside = {"bbox_2d": [1.2, 0.2, 1.5, 0.6], "depth": 0.5}  # clipped away entirely
+    no_depth = {"bbox_2d": list(G)}
+    comps = [sif([json.dumps([good, b])]) for b in (inverted, flat, outside, no_depth)]
+    assert depth_reward(comps, depth_map=[dm] * 4) == [0.5] * 4  # 1 hit of 2 boxes each
+    # An area that does not parse adds no boxes at all (its count is unknown).
+    assert depth_reward([sif([json.dumps([good]), "[oops"])], depth_map=[dm]) == [1.0]
 
 
 # ---- r_answer and its progress term -----------------------------------------------------------------

@@ -51,7 +51,7 @@ def make_records(root: Path, n: int = 6) -> list[dict]:
         save_depth_map(root / f"depth/{stem}.npy", depth)
         question = "What colour is the box?"
         records.append({
-            "id": f"fixture-{stem}", "dataset": "fixture", "source": "fixture", "split": "train",
+            "id": f"fixture-{stem}", "dataset": "fixture", "source": "jsonl", "split": "train",
             "category": "attribute", "answer_type": "name",
             "image": f"images/{stem}.png", "depth_image": f"depth/{stem}.png", "depth_map": f"depth/{stem}.npy",
             "width": W, "height": H, "box_frame": "norm", "problem": question, "response": name,
@@ -184,6 +184,62 @@ def test_callback_history_and_half_means():
     assert half_means(cb.history, "reward") == {"reward_first_half": 0.5, "reward_second_half": 1.5}
 
 
+def test_rollout_prompt_has_both_images_and_rgb_reproduces_the_original(data_dir):
+    recs = load_records(data_dir)
+    both, rgb = (grpo_dataset(recs, data_dir, p)[0] for p in ("rgb+depth", "rgb"))
+    kinds = [[part["type"] for part in row["prompt"][0]["content"]] for row in (both, rgb)]
+    assert kinds[0].count("image") == len(both["images"]) == 2  # P1 fixed: RGB and depth, as in SFT and eval
+    assert kinds[1].count("image") == len(rgb["images"]) == 1  # the original's RL prompt: RGB only
+    with Image.open(data_dir / recs[0]["image"]) as want:
+        assert np.array_equal(np.asarray(rgb["images"][0].convert("RGB")), np.asarray(want.convert("RGB")))
+    assert make_cfg(Path("/unused")).grpo.prompt_images == "rgb+depth"
+    assert RunConfig.from_dict({"parity": "original"}).grpo.prompt_images == "rgb"
+
+
+def test_rollouts_use_vllm_colocate_only_with_vllm_and_a_gpu():
+    from sifthinker.training.grpo import grpo_args, rollout_args
+
+    assert rollout_args(True, vllm_available=True, gpu=True) == {"use_vllm": True, "vllm_mode": "colocate"}
+    for available, gpu in ((False, True), (True, False), (False, False)):
+        assert rollout_args(True, vllm_available=available, gpu=gpu) == {"use_vllm": False}
+    assert rollout_args(False, vllm_available=True, gpu=True) == {"use_vllm": False}
+    cfg = make_cfg(Path("/unused"))
+    cfg.grpo.use_vllm = True  # on this machine (no vllm, no GPU) the recipe still trains, with generate
+    assert grpo_args(cfg, "/tmp/unused-grpo", [1.0]).use_vllm is False
+
+
+def test_preflight_stops_before_any_model_loads(data_dir, base_model, tmp_path, monkeypatch):
+    from sifthinker.training.grpo import run_grpo
+    from sifthinker.training.preflight import TrainingInputError
+    from sifthinker.training.sft import run_sft
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("sifthinker.model.loading.load_model", no_loading)
+    cfg = make_cfg(tmp_path)
+    cfg.grpo.num_generations = 3  # 8 completions per step are not whole groups of 3
+    with pytest.raises(TrainingInputError, match=r"not a multiple of num_generations \(3\)"):
+        run_grpo(cfg, data_dir, base_model, tmp_path / "out")
+    cfg = make_cfg(tmp_path)
+    cfg.sft.learning_rate = -1.0  # what a hand-edited recipe can hold: the same checks as loading one
+    with pytest.raises(TrainingInputError, match=r"invalid recipe: recipe\.sft\.learning_rate"):
+        run_sft(cfg, data_dir, base_model, tmp_path / "out")
+    with pytest.raises(TrainingInputError, match=r"training data folder .*missing.* does not exist"):
+        run_grpo(make_cfg(tmp_path), tmp_path / "missing", base_model, tmp_path / "out")
+    with pytest.raises(TrainingInputError, match=r"model folder .*no-model does not exist"):
+        run_sft(make_cfg(tmp_path), data_dir, tmp_path / "no-model", tmp_path / "out")
+    bad = tmp_path / "bad-data"
+    recs = make_records(bad, n=3)
+    recs[1]["normalized_solution_round"]["bbox_3d"] = [[0.5, 0.5, 0.2, 0.2]]  # an inverted GT box
+    recs[2]["image"] = "images/gone.png"
+    (bad / "records.json").write_text(json.dumps(recs))
+    with pytest.raises(TrainingInputError, match=r"fails \d+ data check\(s\); fix or rebuild the data") as err:
+        run_grpo(make_cfg(tmp_path), bad, base_model, tmp_path / "out")
+    print(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 # ---- training runs --------------------------------------------------------------------------------
 def _tensors(model_dir: Path) -> dict:
     from safetensors.torch import load_file
@@ -247,6 +303,7 @@ def test_grpo_runs_and_logs_reward_metrics(data_dir, base_model, tmp_path):
     cfg = make_cfg(tmp_path)
     cfg.grpo.num_items, cfg.grpo.num_generations, cfg.grpo.per_device_batch_size = 4, 2, 4
     cfg.grpo.max_completion_length, cfg.grpo.learning_rate = 16, 1e-3
+    cfg.grpo.sample_steps, cfg.grpo.num_samples = 1, 3
     res = run_grpo(cfg, data_dir, base_model, tmp_path / "grpo", max_steps=2)
     assert len(res.history) == 2
     first, last = res.history
@@ -264,8 +321,20 @@ def test_grpo_runs_and_logs_reward_metrics(data_dir, base_model, tmp_path):
     assert type(load_model(res.output_dir, cfg)[0]).__name__ == "Qwen2_5_VLForConditionalGeneration"
     client, run = _mlflow_run(cfg, res.mlflow_run_id)
     assert run.data.tags["sifthinker.stage"] == "grpo-sif" and run.data.params["grpo.beta"] == "0.04"
-    for key in ("reward", "kl", "rewards/format_reward/mean", "rewards/depth_reward/mean"):
+    # per step: each reward term's mean and std, KL, completion lengths, zero-variance group fraction
+    per_step = ["reward", "reward_std", "kl", "frac_reward_zero_std", "completions/mean_length",
+                "completions/max_length", *[f"rewards/{n}_reward/{s}" for n in ("format", "answer", "box", "depth")
+                                            for s in ("mean", "std")]]
+    for key in per_step:
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
+    # every sample_steps (1 here) steps: a table of sample completions and their rendered traces
+    for step in ("step_00001", "step_00002"):
+        table = json.loads(Path(client.download_artifacts(run.info.run_id, f"samples/{step}.json")).read_text())
+        cols = table["columns"]
+        assert {"question", "completion", "format_reward", "advantage", "image", "trace_png"} <= set(cols)
+        assert len(table["data"]) == cfg.grpo.num_samples
+        pngs = {a.path for a in client.list_artifacts(run.info.run_id, f"samples/{step}")}
+        assert {r[cols.index("trace_png")] for r in table["data"]} <= pngs and pngs
     assert "model/model.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
 
 

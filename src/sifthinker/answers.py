@@ -1,8 +1,8 @@
-"""Deterministic verifier for closed-form answers, and LLM judges for free text (spec 3 and 5, "Judge").
+"""Deterministic verifier for closed-form answers, and the judge interface for free text (spec 3 and 5).
 
 :func:`score_answer` scores a predicted answer against the ground truth in [0, 1] for the closed-form
 types ``yes_no``, ``number``, ``option``, ``color`` and ``name``; ``free`` text falls back to a
-normalised exact match here and is meant for a :class:`Judge`. The rules are strict on purpose: a
+normalised exact match here and is meant for a :class:`Judge` (:class:`sifthinker.judge.OpenAIJudge`). The rules are strict on purpose: a
 reward that accepts hedged answers ("A or B", "the red cube and the blue sphere") teaches hedging, so
 an answer naming two distinct values of its type scores 0; negation is not interpreted.
 
@@ -12,20 +12,14 @@ only when it is the answer's only option letter, never as a substring of the tex
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Protocol
 
-import requests
-
-__all__ = ["ANSWER_TYPES", "FakeJudge", "Judge", "OpenAIJudge", "canonical_answer_type"]
-__all__ += ["infer_answer_type", "normalize", "parse_judge_score", "score_answer"]
+__all__ = ["ANSWER_TYPES", "FakeJudge", "Judge", "JudgeUnavailable", "canonical_answer_type"]
+__all__ += ["infer_answer_type", "normalize", "score_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +281,7 @@ def score_answer(
 
 
 # ---- judges for free-text answers ----------------------------------------------------------------
+# The HTTP judge is sifthinker.judge.OpenAIJudge; here only what the rewards need to know about judges.
 
 
 class Judge(Protocol):
@@ -295,96 +290,8 @@ class Judge(Protocol):
     def score(self, question: str, pred: str, gt: str) -> float: ...
 
 
-JUDGE_PROMPT = (
-    "You are responsible for proofreading the answers: given a question, a standard answer and a "
-    "model's answer, score how well the model's answer agrees with the standard answer. The score is "
-    "between 0 (wrong) and 1 (fully correct); partially correct answers get a score in between. "
-    "Judge only the meaning, not the wording or length.\n"
-    "Question: {question}\nStandard answer: {gt}\nModel's answer: {pred}\n"
-    'Reply with JSON only, in the form {{"score": x}}.'
-)
-_JSON_OBJ_RE = re.compile(r"\{[^{}]*\}")
-_SCORE_RE = re.compile(r"""["']?score["']?\s*[:=]\s*(-?\d+(?:\.\d+)?)""", re.IGNORECASE)
-
-
-def parse_judge_score(reply: str) -> float | None:
-    """The ``score`` in a judge reply (JSON object, possibly wrapped in prose), clipped to [0, 1]."""
-    for m in _JSON_OBJ_RE.finditer(reply or ""):
-        try:
-            obj = json.loads(m.group(0))
-        except ValueError:
-            continue
-        score = obj.get("score") if isinstance(obj, dict) else None
-        if isinstance(score, int | float) and not isinstance(score, bool):
-            return min(1.0, max(0.0, float(score)))
-    m2 = _SCORE_RE.search(reply or "")
-    return min(1.0, max(0.0, float(m2.group(1)))) if m2 else None
-
-
-class OpenAIJudge:
-    """An LLM judge behind any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, KServe, OpenAI).
-
-    Plain HTTP through ``requests`` keeps the judge usable without the ``openai`` package. Results are
-    cached in memory by ``(question, pred, gt)`` (8 rollouts of one prompt often repeat an answer);
-    failures (timeouts, HTTP errors, unparseable replies) are retried, then score 0 and are not cached,
-    so a flaky endpoint costs reward but never crashes training. ``session`` is any object with
-    ``requests.Session.post``'s interface (tests pass a fake).
-    """
-
-    max_tokens = 32  # the reply is a tiny JSON object
-    max_workers = 8  # concurrent requests in score_batch
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        *,
-        timeout: float = 30.0,
-        max_retries: int = 2,
-        session: Any = None,
-    ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.timeout, self.max_retries = timeout, max_retries
-        self._session = session if session is not None else requests.Session()
-        self._cache: dict[tuple[str, str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def _request(self, question: str, pred: str, gt: str) -> float | None:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        msg = {"role": "user", "content": JUDGE_PROMPT.format(question=question, gt=gt, pred=pred)}
-        body = {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens, "messages": [msg]}
-        for attempt in range(self.max_retries + 1):
-            try:
-                resp = self._session.post(self.url, json=body, headers=headers, timeout=self.timeout)
-                resp.raise_for_status()
-                score = parse_judge_score(resp.json()["choices"][0]["message"]["content"] or "")
-                if score is not None:
-                    return score
-                log.warning("judge reply without a score (attempt %d)", attempt + 1)
-            except Exception as exc:  # network, HTTP and schema errors all mean "no score this time"
-                log.warning("judge request failed (attempt %d): %s", attempt + 1, exc)
-        return None
-
-    def score(self, question: str, pred: str | None, gt: str) -> float:
-        if pred is None or not str(pred).strip():
-            return 0.0
-        key = (str(question), str(pred), str(gt))
-        with self._lock:
-            value = self._cache.get(key)
-        if value is None and (value := self._request(*key)) is not None:
-            with self._lock:
-                self._cache[key] = value
-        return 0.0 if value is None else value
-
-    def score_batch(self, items: Sequence[tuple[str, str | None, str]]) -> list[float]:
-        """Score many ``(question, pred, gt)`` triples concurrently; duplicates cost one request."""
-        unique = list(dict.fromkeys((str(q), p if p is None else str(p), str(g)) for q, p, g in items))
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(unique) or 1))) as pool:
-            scores = dict(zip(unique, pool.map(lambda t: self.score(*t), unique), strict=True))
-        return [scores[(str(q), p if p is None else str(p), str(g))] for q, p, g in items]
+class JudgeUnavailable(RuntimeError):
+    """The judge failed and its policy is ``stop``: the reward lets this end the run (never scored 0)."""
 
 
 class FakeJudge:

@@ -66,7 +66,7 @@ def tiny_config(tiny: TinyModelConfig, vocab_size: int, token_ids: dict[str, int
         "max_position_embeddings": MAX_POSITIONS,
         "max_window_layers": tiny.num_layers,
         "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0,
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(tiny.rope_theta),
                             "mrope_section": mrope_section(head_dim)},
         "bos_token_id": token_ids[PAD_TOKEN],
         "eos_token_id": token_ids[EOS_TOKEN],
@@ -93,7 +93,7 @@ def tiny_config(tiny: TinyModelConfig, vocab_size: int, token_ids: dict[str, int
         video_token_id=token_ids["<|video_pad|>"],
         vision_start_token_id=token_ids["<|vision_start|>"],
         vision_end_token_id=token_ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=tiny.tie_word_embeddings,
     )
 
 

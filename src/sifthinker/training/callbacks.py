@@ -64,8 +64,24 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
         self._t0 = time.monotonic()
-        if getattr(state, "is_world_process_zero", True):
+        if not getattr(state, "is_world_process_zero", True):
+            return
+        done = int(getattr(state, "global_step", 0) or 0)
+        if done:  # resumed: the checkpoint's log history holds the steps already trained
+            self._printer(f"[{self.stage}] resuming at step {done} of {state.max_steps}")
+            self.replay(state.log_history, done)
+        else:
             self._printer(f"[{self.stage}] training: {state.max_steps} steps")
+
+    def replay(self, log_history: list[dict[str, Any]], upto: int) -> None:
+        """Steps logged before a checkpoint: into the history and this stage run's MLflow series."""
+        for entry in log_history:
+            metrics = _numeric({k: v for k, v in entry.items() if k != "step"})
+            step = int(entry.get("step", 0))
+            if not metrics or step > upto or "train_runtime" in metrics:
+                continue
+            self.history.append({"step": float(step), "epoch": float(metrics.get("epoch", 0.0)), **metrics})
+            self._log_mlflow(metrics, step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         metrics = _numeric(logs or {})

@@ -148,6 +148,19 @@ def merge_saved_adapter(base_dir: Path | str, adapter_dir: Path, out_dir: Path) 
     merged.save_pretrained(out_dir)
 
 
+def load_model_checkpoint(model: Any, folder: str | Path) -> None:
+    """Load a full-model checkpoint folder into ``model``, matching weights by name.
+
+    transformers 5 saves Qwen2.5-VL checkpoints under the original key names (``model.layers.*``,
+    ``visual.*``) but Trainer's resume loads them as stored: no key matches, the weights stay as they
+    were, and only a warning says so. ``from_pretrained`` applies the renaming; strict loading turns any
+    other mismatch into an error.
+    """
+    fresh = type(model).from_pretrained(str(folder), dtype=next(model.parameters()).dtype)
+    model.load_state_dict(fresh.state_dict(), strict=True)
+    del fresh
+
+
 def log_model_artifacts(model_dir: Path) -> None:
     """Upload the saved model folder to the active MLflow run under `model/`."""
     import mlflow
@@ -189,18 +202,25 @@ def log_final_metrics(metrics: dict[str, float]) -> None:
 
 def train_and_save(trainer: Any, processor: Any, base_dir: Path | str, out_dir: Path, history: list[dict[str, float]],
                    summary: dict[str, float], keys: list[str],
-                   extra: Callable[[list[dict[str, float]]], dict[str, float]] | None = None) -> dict[str, float]:
+                   extra: Callable[[list[dict[str, float]]], dict[str, float]] | None = None,
+                   resume_from: Path | None = None) -> dict[str, float]:
     """Train, save the (merged) model, and log final metrics + the model folder to the active MLflow run.
 
     `history`/`summary` are the MetricsCallback's (filled during training); `extra` adds stage-specific
-    final metrics computed from the history (e.g. GRPO's reward halves).
+    final metrics computed from the history (e.g. GRPO's reward halves). `resume_from`: a checkpoint
+    folder to continue from (weights, optimizer, scheduler, RNG, step counter).
     """
     quiet_trainer(trainer)
     t0 = time.monotonic()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_s = time.monotonic() - t0
     finalize_model(trainer, processor, base_dir, out_dir)
     metrics = final_metrics(history, summary, keys)
+    losses = [row["loss"] for row in history if "loss" in row]
+    if resume_from is not None and losses:
+        # transformers averages the loss over the steps this process ran; the history holds every step
+        # since the start (the checkpoint's log replayed), so the run's mean matches an unbroken run's.
+        metrics["train_loss"] = sum(losses) / len(losses)
     if extra is not None:
         metrics.update(extra(history))
     metrics["train_seconds"] = train_s

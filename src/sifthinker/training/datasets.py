@@ -10,8 +10,10 @@ GRPO (TRL's conversational prompt format with images, plus the reward columns of
     response, answer_type, problem, image (absolute RGB path: the progress key), gt_boxes
     (normalised boxes from normalized_solution_round.bbox_3d), depth_map (absolute .npy path), id, category
 
-Both images are used everywhere (spec defect P1: the original RL rollouts saw only the RGB image).
-The SFT dataset must not carry an `image` column: TRL's vision collator would take it for a picture.
+Both images are used everywhere (spec defect P1: the original RL rollouts saw only the RGB image);
+`grpo.prompt_images: rgb` (set by `parity: original`) reproduces the original's RL prompt: the RGB image,
+then the question and instruction. The SFT dataset must not carry an `image` column: TRL's vision
+collator would take it for a picture.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sifthinker.data import build
-from sifthinker.prompts import chat_messages, question_from_prompt
+from sifthinker.prompts import INSTRUCTION, chat_messages, question_from_prompt
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -96,15 +98,27 @@ def sft_rows(records: list[dict], root: str | Path) -> list[dict[str, Any]]:
              "images": image_paths(r, root)} for r in records]
 
 
-def grpo_rows(records: list[dict], root: str | Path) -> list[dict[str, Any]]:
-    """Plain-dict GRPO rows (images as absolute paths) with every column the rewards read."""
+def rgb_only_messages(question_text: str) -> list[dict]:
+    """The original's RL prompt (P1): the RGB image, then the question and the instruction."""
+    return [{"role": "user", "content": [{"type": "image"},
+                                         {"type": "text", "text": f"{question_text.strip()} {INSTRUCTION}"}]}]
+
+
+def grpo_rows(records: list[dict], root: str | Path, prompt_images: str = "rgb+depth") -> list[dict[str, Any]]:
+    """Plain-dict GRPO rows (images as absolute paths) with every column the rewards read.
+
+    ``prompt_images``: ``rgb+depth`` (the spec's two-image prompt) or ``rgb`` (the original's, P1).
+    """
+    if prompt_images not in ("rgb+depth", "rgb"):
+        raise ValueError(f"prompt_images must be 'rgb+depth' or 'rgb', got {prompt_images!r}")
     root = Path(root)
     rows = []
     for r in records:
         images = image_paths(r, root)
+        both = prompt_images == "rgb+depth"
         rows.append({
-            "prompt": _strip_placeholders(chat_messages(question(r))),
-            "images": images,
+            "prompt": _strip_placeholders(chat_messages(question(r)) if both else rgb_only_messages(question(r))),
+            "images": images if both else images[:1],
             "image": images[0],
             "problem": question(r),
             # None, not "", when absent: the answer reward then names the missing ground truth.
@@ -131,6 +145,6 @@ def sft_dataset(records: list[dict], root: str | Path) -> Dataset:
     return _with_images(sft_rows(records, root))
 
 
-def grpo_dataset(records: list[dict], root: str | Path) -> Dataset:
+def grpo_dataset(records: list[dict], root: str | Path, prompt_images: str = "rgb+depth") -> Dataset:
     """TRL GRPO dataset (prompt + images + reward columns) of a record list."""
-    return _with_images(grpo_rows(records, root))
+    return _with_images(grpo_rows(records, root, prompt_images))

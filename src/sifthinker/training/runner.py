@@ -20,10 +20,11 @@ from typing import Any
 from sifthinker.config import RunConfig
 from sifthinker.names import Stage
 from sifthinker.training.callbacks import MetricsCallback
+from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
 from sifthinker.training.common import TrainResult, train_and_save
 from sifthinker.training.datasets import load_records
 from sifthinker.training.launch import launch
-from sifthinker.training.ranks import is_main_process, processes_to_launch
+from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,12 @@ class TrainingStage:
         """The records this stage trains on (all by default)."""
         return records
 
-    def dataset(self, records: list[dict], root: Path) -> Any:
+    def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         raise NotImplementedError
+
+    def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
+        """How this stage checkpoints (``run``: what identifies the stage run); None: it does not."""
+        return None
 
     def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
         """Stage-specific MLflow params (the recipe section, counts)."""
@@ -71,32 +76,74 @@ def run_stage(stage: TrainingStage, cfg: RunConfig, train_dir: Path | str, model
 
     With several GPUs this process starts one worker per GPU (:mod:`sifthinker.training.launch`) and
     returns rank 0's result; otherwise it trains here. ``max_steps`` (tests, smoke runs) caps the steps.
+    With ``platform.nodes > 1`` or ``platform.train_job.enabled`` it trains as a Kubeflow TrainJob instead.
     """
+    # -- TrainJob dispatch (sifthinker.trainjob): multi-node training runs in the Trainer's pods, not here.
+    if cfg.platform.uses_train_job:
+        from sifthinker.trainjob import run_as_trainjob
+
+        return run_as_trainjob(stage.name, cfg, Path(train_dir), model_dir, Path(out_dir), max_steps=max_steps)
+    # -- end of TrainJob dispatch
     if nproc := processes_to_launch():
         return launch(stage.name, cfg, Path(train_dir), model_dir, Path(out_dir), nproc, max_steps=max_steps)
     return run_in_process(stage, cfg, Path(train_dir), model_dir, Path(out_dir), max_steps=max_steps)
 
 
+def _resume_point(plan: CheckpointPlan) -> Path | None:
+    """The checkpoint to resume from, fetched (S3) and with its state files restored, or None.
+
+    Runs before the model loads and before the progress store opens. Under a distributed launch the
+    node's first process fetches, rank 0 restores (it alone owns the store), and everyone waits for them.
+    """
+    state = None
+    if in_distributed_launch():
+        from accelerate import PartialState
+
+        state = PartialState()  # the process group the trainer would start anyway; here for the barrier
+    if state is None or state.is_local_main_process:
+        fetched = plan.fetch()
+        if fetched is not None and is_main_process():
+            plan.restore_state(fetched)
+    if state is not None:
+        state.wait_for_everyone()
+    return plan.latest_local()
+
+
 def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
                    max_steps: int | None = None) -> TrainResult:
-    """Train ``stage`` in this process (a single process, or one rank of a distributed launch)."""
+    """Train ``stage`` in this process (a single process, or one rank of a distributed launch).
+
+    With checkpoints on (``stage.checkpoint_plan``) a rerun of the same stage run resumes from the
+    latest complete checkpoint; after success the run's checkpoints are deleted.
+    """
     from sifthinker.model.loading import load_model
 
     records = stage.select(cfg, load_records(train_dir))
-    dataset = stage.dataset(records, train_dir)
+    dataset = stage.dataset(cfg, records, train_dir)
+    plan = stage.checkpoint_plan(cfg, {"train_dir": str(Path(train_dir).resolve()), "model_dir": str(model_dir),
+                                       "out_dir": str(Path(out_dir).resolve()), "max_steps": max_steps})
+    resume = _resume_point(plan) if plan is not None else None
+    if resume is not None:
+        log.info("%s: resuming from %s", stage.name, resume)
     model, processor = load_model(model_dir, cfg, for_training=True)
     params = {**stage.params(cfg, model, records), "model_dir": str(model_dir), "train_dir": str(train_dir),
-              "num_records": len(records), "model.freeze_vision": cfg.model.freeze_vision}
-    work = tempfile.mkdtemp(prefix=f"{stage.name}-")
+              "num_records": len(records), "model.freeze_vision": cfg.model.freeze_vision,
+              "resumed_from": resume.name if resume else ""}
+    work = str(plan.local_dir) if plan is not None else tempfile.mkdtemp(prefix=f"{stage.name}-")
     callback = MetricsCallback(stage.name)
+    callbacks: list[Any] = [callback] + ([CheckpointCallback(plan)] if plan is not None else [])
     try:
         overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
+        overrides |= plan.trainer_args() if plan is not None else {}
         with _stage_run(cfg, stage.name, params) as run_id:
-            trainer, keys = stage.trainer(cfg, model, processor, dataset, work, [callback], overrides)
+            trainer, keys = stage.trainer(cfg, model, processor, dataset, work, callbacks, overrides)
             metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
-                                     keys, extra=stage.extra_metrics)
+                                     keys, extra=stage.extra_metrics, resume_from=resume)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if plan is None:
+            shutil.rmtree(work, ignore_errors=True)
+    if plan is not None and is_main_process():
+        plan.finish()  # the model is saved: the checkpoints have done their job
     log.info("%s done in %.0fs: %s", stage.name, metrics["train_seconds"],
              {k: round(v, 4) for k, v in metrics.items()})
     return TrainResult(output_dir=out_dir, metrics=metrics, history=callback.history, mlflow_run_id=run_id,

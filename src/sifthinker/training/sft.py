@@ -15,6 +15,7 @@ from sifthinker.config import RunConfig
 from sifthinker.names import Stage
 from sifthinker.training.common import TrainResult, device_flags, peft_config
 from sifthinker.training.datasets import sft_dataset
+from sifthinker.training.preflight import preflight
 from sifthinker.training.runner import TrainingStage, run_stage
 
 
@@ -50,7 +51,7 @@ def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
 class SFTStage(TrainingStage):
     name = Stage.SFT
 
-    def dataset(self, records: list[dict], root: Path) -> Any:
+    def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         return sft_dataset(records, root)
 
     def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
@@ -72,7 +73,10 @@ def run_sft(cfg: RunConfig, train_dir: Path, base_model_dir: Path | str, out_dir
             max_steps: int | None = None) -> TrainResult:
     """Fine-tune `base_model_dir` on the records in `train_dir`; save model + processor to `out_dir`.
 
-    Logs params, per-step metrics and the saved model (artifacts under `model/`) to the MLflow run of
-    stage "sft"; see :func:`sifthinker.training.runner.run_stage`.
+    Checks the recipe, the data and the base model first and stops before loading anything when one is
+    unusable (:func:`sifthinker.training.preflight.preflight`). Logs params, per-step metrics and the
+    saved model (artifacts under `model/`) to the MLflow run of stage "sft"; see
+    :func:`sifthinker.training.runner.run_stage`.
     """
+    preflight(SFT.name, cfg, train_dir, base_model_dir)
     return run_stage(SFT, cfg, train_dir, base_model_dir, out_dir, max_steps=max_steps)
