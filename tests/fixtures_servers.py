@@ -5,6 +5,9 @@
   bucket (``--artifacts-destination s3://BUCKET``).
 * ``tiny_model_dir``: a tiny random Qwen2.5-VL folder (``sifthinker.model.build_tiny_model``), built once.
 * ``serving_server``: ``sifthinker serve --model <tiny_model_dir>`` as a subprocess.
+* ``shared_limited_server``: the same with small limits (``LIMITED_SERVING``), for the limit, attack and
+  fuzz tests.
+* ``start_serving(...)``: a context manager starting one more server (a test that kills its server).
 
 Imported by ``conftest.py``. Server logs go to files under the session's tmp dir; a start-up failure
 shows their tail.
@@ -12,6 +15,7 @@ shows their tail.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,7 +32,6 @@ AWS_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
 
 
 @dataclass
@@ -66,6 +69,15 @@ class ServingServer:
     model_name: str
     proc: subprocess.Popen
     log: Path
+    limits: dict | None = None  # the serving section it was started with, when not the local recipe's
+
+
+# Small enough that every limit is reachable with small requests, and valid fuzz cases stay fast.
+LIMITED_SERVING = {
+    "max_new_tokens": 8, "max_tokens_limit": 600, "max_batch_size": 4, "max_batch_wait_ms": 20, "max_queue": 4,
+    "max_body_bytes": 1024 * 1024, "max_images": 4, "max_image_pixels": 1_000_000, "max_question_chars": 2000,
+    "max_prompt_tokens": 700, "request_timeout_s": 1.5,
+}
 
 
 @pytest.fixture(scope="session")
@@ -118,23 +130,49 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return Path(model.build_tiny_model(cfg, root / "model", corpus))
 
 
-@pytest.fixture(scope="session")
-def serving_server(tiny_model_dir, tmp_path_factory):
-    """``sifthinker serve`` on the tiny model, as a subprocess on a free port."""
-    root = tmp_path_factory.mktemp("serving")
+@contextlib.contextmanager
+def start_serving(model: Path | str, root: Path, serving: dict | None = None, name: str = "sifthinker-test",
+                  extra_args: tuple[str, ...] = ()):
+    """``sifthinker serve`` as a subprocess on a free port (``serving``: recipe ``serving`` keys to change)."""
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    recipe = REPO / "recipes" / "local.yaml"
+    if serving:
+        data = yaml.safe_load(recipe.read_text())
+        data["serving"] = {**data.get("serving", {}), **serving}
+        recipe = root / "recipe.yaml"
+        recipe.write_text(yaml.safe_dump(data))
     port = free_port()
     log = root / "serve.log"
-    name = "sifthinker-test"
-    cmd = [
-        sys.executable, "-m", "sifthinker.cli", "serve",
-        "--model", str(tiny_model_dir), "--recipe", str(REPO / "recipes" / "local.yaml"),
-        "--port", str(port), "--name", name, "--max-new-tokens", "24",
-    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "sifthinker.cli", "serve", "--model", str(model), "--recipe", str(recipe),
+           "--port", str(port), "--name", name, *extra_args]
     env = {"PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "SIFTHINKER_WORK_DIR": str(root / "work")}
     proc = start_process(cmd, log, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/v2/models/{name}/ready", proc, log, timeout=300)
-        yield ServingServer(url=url, model_name=name, proc=proc, log=log)
+        yield ServingServer(url=url, model_name=name, proc=proc, log=log, limits=serving)
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def serving_server(tiny_model_dir, tmp_path_factory):
+    """``sifthinker serve`` on the tiny model, as a subprocess on a free port."""
+    with start_serving(tiny_model_dir, tmp_path_factory.mktemp("serving"), extra_args=("--max-new-tokens", "24")) as s:
+        yield s
+
+
+_SHARED: dict[str, ServingServer] = {}
+
+
+def shared_limited_server(request, tiny_model_dir, tmp_path_factory) -> ServingServer:
+    """``sifthinker serve`` on the tiny model with ``LIMITED_SERVING``: started by the first test module that
+    asks (through its own fixture: conftest only imports the fixtures every test file shares), stopped at
+    the end of the session."""
+    if "limited" not in _SHARED:
+        cm = start_serving(tiny_model_dir, tmp_path_factory.mktemp("limited"), LIMITED_SERVING)
+        _SHARED["limited"] = cm.__enter__()
+        request.config.add_cleanup(lambda: cm.__exit__(None, None, None))
+    return _SHARED["limited"]

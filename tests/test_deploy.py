@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import kserve
 import pytest
 import yaml
 from click.testing import CliRunner
+from standin_kube_api import StandInKubeAPI
 
 from sifthinker import k8s, registry
 from sifthinker.cli import main
@@ -96,6 +96,7 @@ def test_typed_models_build_the_expected_manifest():
                 "sifthinker.io/model-version": "7",
                 "sifthinker.io/model-uri": "models:/sifthinker-local/7",
                 "sifthinker.io/recipe": "local",
+                "sifthinker.io/runtime": "native",
                 "sifthinker.io/model-source": "s3://b/m",
                 "sifthinker.io/storage-uri": "s3://b/m",
             },
@@ -115,7 +116,8 @@ def test_typed_models_build_the_expected_manifest():
                         "image": "ghcr.io/sifthinker/sifthinker-serve:0.1.0",
                         "command": ["sifthinker"],
                         "args": ["serve", "--model", "/mnt/models", "--name", "sifthinker", "--host", "0.0.0.0",
-                                 "--port", "8080", "--max-new-tokens", "512"],
+                                 "--port", "8080", "--max-new-tokens", "512",
+                                 "--alias", "sifthinker-local", "--alias", "models:/sifthinker-local/7"],
                         "env": [
                             {"name": "HF_HUB_OFFLINE", "value": "1"},
                             {"name": "SIFTHINKER_RECIPE_YAML", "value": recipe_yaml},
@@ -350,65 +352,105 @@ def test_deploy_reports_which_validation_ran(tmp_path, monkeypatch):
         dp.deploy(cfg, "/some/folder", dry_run=True)
 
 
-def _fake_kubectl(tmp_path: Path, fail_on: str | None = None) -> Path:
-    """A FAKE kubectl (no cluster here): appends its arguments, one call per line, to ``kubectl.calls``;
-    exits 1 with a webhook-style message when its arguments contain ``fail_on``."""
-    script = tmp_path / "fake-kubectl"
-    calls = tmp_path / "kubectl.calls"
-    fail = (
-        f'case "$*" in *"{fail_on}"*) echo "admission webhook denied the request: fake rejection" >&2; exit 1;; esac\n'
-        if fail_on else ""
-    )  # fmt: skip
-    script.write_text(
-        f'#!/bin/sh\necho "$*" >> {calls}\n{fail}echo "inferenceservice.serving.kserve.io/sifthinker created"\n'
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return script
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    """A STAND-IN Kubernetes API (tests/standin_kube_api.py) and a kubeconfig pointing the real client at it."""
+    api = StandInKubeAPI()
+    monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
+    yield api
+    api.close()
 
 
-def _calls(tmp_path: Path) -> list[str]:
-    f = tmp_path / "kubectl.calls"
-    return f.read_text().splitlines() if f.exists() else []
-
-
-def test_apply_runs_a_server_side_dry_run_first(tmp_path, monkeypatch):
+def test_apply_creates_with_a_server_side_dry_run_first_and_waits_for_ready(tmp_path, monkeypatch, kube):
     monkeypatch.setenv(Env.WORK_DIR, str(tmp_path / "work"))
-    monkeypatch.setenv(Env.KUBECTL, str(_fake_kubectl(tmp_path)))
-    r = dp.deploy(_cfg(), "s3://models/sifthinker/1", apply=True, out_dir=tmp_path / "out")
+    r = dp.deploy(_cfg(), "s3://models/sifthinker/1", apply=True, out_dir=tmp_path / "out", poll_s=0.05)
     path = tmp_path / "out" / "sifthinker-inferenceservice.yaml"
-    assert r.applied is True and r.path == path
-    assert _calls(tmp_path) == [f"apply --dry-run=server -f {path}", f"apply -f {path}"]
+    assert r.applied is True and r.path == path and r.action == "created"
+    assert r.url == "http://sifthinker.default.example.com"
+    assert kube.calls[:3] == [("GET", "sifthinker", False), ("POST", "", True), ("POST", "", False)]
+    stored = kube.objects[("default", "sifthinker")]
+    assert stored["spec"] == r.manifest["spec"] == yaml.safe_load(path.read_text())["spec"]
     assert r.validation == "validated by KServe's typed models and by the cluster (server-side dry run)"
-    assert r.headline() == f"applied models:/sifthinker-local/unversioned as default/sifthinker; {r.validation}"
-
-    # the cluster rejecting the dry run stops before the real apply, with kubectl's message
-    (tmp_path / "kubectl.calls").unlink()
-    monkeypatch.setenv(Env.KUBECTL, str(_fake_kubectl(tmp_path, fail_on="--dry-run=server")))
-    with pytest.raises(dp.DeployError, match="server-side dry run .*nothing applied: admission webhook denied the request: fake rejection"):
-        dp.deploy(_cfg(), "s3://models/sifthinker/1", apply=True, out_dir=tmp_path / "out")
-    assert _calls(tmp_path) == [f"apply --dry-run=server -f {path}"]
-
-    # a failing real apply is reported with kubectl's message too
-    (tmp_path / "kubectl.calls").unlink()
-    monkeypatch.setenv(Env.KUBECTL, str(_fake_kubectl(tmp_path, fail_on="apply -f")))
-    with pytest.raises(dp.DeployError, match=r"kubectl apply -f .* failed \(exit 1\): admission webhook denied"):
-        dp.deploy(_cfg(), "s3://models/sifthinker/1", apply=True, out_dir=tmp_path / "out")
-    assert _calls(tmp_path) == [f"apply --dry-run=server -f {path}", f"apply -f {path}"]
+    assert r.headline() == (f"applied models:/sifthinker-local/unversioned as default/sifthinker (ready at {r.url}); "
+                            f"{r.validation}")
+    assert r.to_dict()["url"] == r.url and r.to_dict()["action"] == "created"
 
 
-def test_apply_without_kubectl_is_a_one_line_error(tmp_path, monkeypatch):
+def test_apply_patches_a_canary_then_rolls_forward_and_switches_runtime(tmp_path, monkeypatch, kube):
     monkeypatch.setenv(Env.WORK_DIR, str(tmp_path / "work"))
-    monkeypatch.delenv(Env.KUBECTL, raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path))  # no kubectl anywhere
-    with pytest.raises(dp.DeployError, match="kubectl not found"):
+    cfg = _gpu_cfg()
+    with pytest.raises(dp.DeployError, match="does not exist yet: deploy it once without --canary"):
+        dp.deploy(cfg, "s3://models/sifthinker/1", apply=True, canary=10, poll_s=0.05)
+    assert ("POST", "", False) not in kube.calls
+    dp.deploy(cfg, "s3://models/sifthinker/1", apply=True, poll_s=0.05)
+    r = dp.deploy(cfg, "s3://models/sifthinker/2", apply=True, canary=10, poll_s=0.05)
+    stored = kube.objects[("default", "sifthinker")]
+    patches = [c for c in kube.calls if c[0] == "PATCH"]
+    assert r.action == "patched" and patches == [("PATCH", "sifthinker", True), ("PATCH", "sifthinker", False)]
+    assert stored["spec"]["predictor"]["canaryTrafficPercent"] == 10 and stored["metadata"]["generation"] == 2
+    assert _env(stored)["STORAGE_URI"] == "s3://models/sifthinker/2"
+    # without --canary the new version takes all traffic: the field is removed, not left behind
+    dp.deploy(cfg, "s3://models/sifthinker/2", apply=True, poll_s=0.05)
+    assert "canaryTrafficPercent" not in kube.objects[("default", "sifthinker")]["spec"]["predictor"]
+    # to vLLM: the custom container goes, the Hugging Face model spec and the transformer come
+    r = dp.deploy(cfg, "s3://models/sifthinker/2", apply=True, runtime="vllm", poll_s=0.05)
+    stored = kube.objects[("default", "sifthinker")]
+    assert "containers" not in stored["spec"]["predictor"] and stored["spec"] == r.manifest["spec"]
+    assert stored["spec"]["predictor"]["model"]["modelFormat"] == {"name": "huggingface"}
+
+
+def test_apply_stops_when_the_cluster_rejects_the_dry_run_or_never_gets_ready(tmp_path, monkeypatch, kube):
+    monkeypatch.setenv(Env.WORK_DIR, str(tmp_path / "work"))
+    kube.reject = "admission webhook denied the request: stand-in rejection"
+    with pytest.raises(dp.DeployError, match="server-side dry run, nothing applied: admission webhook denied"):
+        dp.deploy(_cfg(), "s3://models/sifthinker/1", apply=True, poll_s=0.05)
+    assert kube.objects == {} and [c for c in kube.calls if not c[2] and c[0] != "GET"] == []
+    kube.reject, kube.ready_after = None, None  # the controller never reports Ready
+    cfg = _cfg(ready_timeout_s=0.5)
+    with pytest.raises(dp.DeployError, match=r"not Ready after 0.5s \(serving.ready_timeout_s\); last: Ready=False: Creating"):
+        dp.deploy(cfg, "s3://models/sifthinker/1", apply=True, poll_s=0.05)
+    assert ("default", "sifthinker") in kube.objects  # applied, then reported as not ready
+
+
+def test_apply_without_a_cluster_configuration_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(Env.WORK_DIR, str(tmp_path / "work"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(dp.DeployError, match="no Kubernetes configuration"):
         dp.deploy(_cfg(), "s3://models/sifthinker/1", apply=True)
     res = CliRunner().invoke(main, ["deploy", "--model", "s3://models/sifthinker/1", "--recipe", LOCAL, "--apply"])
-    assert res.exit_code == 1 and res.stdout == ""
-    assert res.stderr == "Error: kubectl not found: --apply needs it (install it or set KUBECTL to its path)\n"
+    assert res.exit_code == 1 and res.stdout == "" and len(res.stderr.splitlines()) == 1
+    assert res.stderr.startswith("Error: no Kubernetes configuration: set KUBECONFIG (or run inside a cluster)")
     assert not (tmp_path / "work").exists()  # refused before anything was written
-    monkeypatch.setenv(Env.KUBECTL, str(tmp_path / "nope"))
-    res = CliRunner().invoke(main, ["deploy", "--model", "s3://models/sifthinker/1", "--recipe", LOCAL, "--apply"])
-    assert res.exit_code == 1 and res.stderr == f"Error: KUBECTL={tmp_path / 'nope'} is not an executable file\n"
+
+
+def test_vllm_manifest_puts_the_hugging_face_runtime_behind_the_sif_transformer():
+    cfg = _gpu_cfg()
+    cfg = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, vllm_args=["--max_model_len=8192"]))
+    m = dp.render_inference_service(cfg, "s3://b/m", "7", runtime="vllm", canary=20)
+    dp.validate_manifest(m)
+    pred, tr = m["spec"]["predictor"], m["spec"]["transformer"]
+    assert pred["canaryTrafficPercent"] == 20 and "containers" not in pred
+    assert pred["model"]["modelFormat"] == {"name": "huggingface"} and pred["model"]["storageUri"] == "s3://b/m"
+    assert pred["model"]["args"] == ["--model_name=sifthinker", "--backend=vllm",
+                                     '--limit-mm-per-prompt={"image": 2}', "--max_model_len=8192"]
+    assert pred["model"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    (c,) = tr["containers"]
+    assert c["args"][:5] == ["serve", "--predictor_host", "sifthinker-predictor.default", "--predictor-model", "sifthinker"]
+    assert c["args"][-4:] == ["--alias", "sifthinker-local", "--alias", "models:/sifthinker-local/7"]
+    assert "nvidia.com/gpu" not in c["resources"]["limits"] and "STORAGE_URI" not in _env({"spec": {"predictor": tr}})
+    assert m["metadata"]["annotations"]["sifthinker.io/runtime"] == "vllm"
+    with pytest.raises(dp.DeployError, match="storage URI"):
+        dp.render_inference_service(cfg, None, "7", runtime="vllm")
+    with pytest.raises(dp.DeployError, match="serving.gpu"):
+        dp.render_inference_service(_cfg(), "s3://b/m", "7", runtime="vllm")
+
+
+def test_both_runtimes_validate_against_the_crd(crd_dir):
+    for runtime in ("native", "vllm"):
+        m = dp.render_inference_service(_gpu_cfg(), "s3://b/m", "7", runtime=runtime, canary=25)
+        assert k8s.violations(m, crd_dir) == [], runtime
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------------
@@ -476,6 +518,28 @@ def test_cli_unreachable_registry_fails_fast_in_one_line(tmp_path):
     assert res.stderr == f"Error: the MLflow tracking server at http://127.0.0.1:{port} is unreachable (Connection refused)\n"
 
 
+def test_cli_name_and_alias_runtime_canary_and_apply(tmp_path, monkeypatch, kube):
+    monkeypatch.setenv(Env.WORK_DIR, str(tmp_path / "work"))
+    monkeypatch.delenv(Env.MLFLOW_TRACKING_URI, raising=False)
+    cfg = RunConfig.load(LOCAL)
+    rv = registry.register_model(cfg, _model_dir(tmp_path), {}, {})
+    res = CliRunner().invoke(main, ["deploy", "--model", rv.name, "--alias", "challenger", "--recipe", LOCAL, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(res.stdout)["metadata"]["annotations"]["sifthinker.io/model-version"] == rv.version
+    res = CliRunner().invoke(main, ["deploy", "--model", "s3://m/1", "--alias", "champion", "--recipe", LOCAL, "--dry-run"])
+    assert (res.exit_code, res.stderr) == (1, "Error: --alias goes with a registered model name, not with the URI 's3://m/1'\n")
+    res = CliRunner().invoke(main, ["deploy", "--model", "s3://m/1", "--recipe", LOCAL, "--apply"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.splitlines()[-2:] == [
+        "created sifthinker in namespace default; ready at http://sifthinker.default.example.com",
+        "validated by KServe's typed models and by the cluster (server-side dry run)"]
+    res = CliRunner().invoke(main, ["deploy", "--model", "s3://m/2", "--recipe", LOCAL, "--apply", "--canary", "30"])
+    assert res.exit_code == 0 and "patched sifthinker" in res.stderr, res.output
+    assert kube.objects[("default", "sifthinker")]["spec"]["predictor"]["canaryTrafficPercent"] == 30
+    res = CliRunner().invoke(main, ["deploy", "--model", "s3://m/2", "--recipe", LOCAL, "--runtime", "vllm", "--dry-run"])
+    assert (res.exit_code, res.stderr) == (1, "Error: the vllm runtime serves on GPUs: set serving.gpu to 1 or more\n")
+
+
 # ---- deploy() against registries ----------------------------------------------------------------------
 def _model_dir(root: Path) -> Path:
     d = root / "model"
@@ -484,7 +548,7 @@ def _model_dir(root: Path) -> Path:
     return d
 
 
-def test_deploy_with_server_and_s3_uses_the_bucket_path(mlflow_server, tmp_path, monkeypatch):
+def test_deploy_with_server_and_s3_uses_the_bucket_path(mlflow_server, tmp_path, monkeypatch, kube):
     monkeypatch.setenv(Env.WORK_DIR, str(tmp_path / "work"))
     cfg = RunConfig.load(LOCAL)
     cfg = dataclasses.replace(
@@ -494,8 +558,7 @@ def test_deploy_with_server_and_s3_uses_the_bucket_path(mlflow_server, tmp_path,
     )
     rv = registry.register_model(cfg, _model_dir(tmp_path), {"format_validity": 1.0}, {})
     registry.promote(cfg, rv.name, rv.version)
-    monkeypatch.setenv(Env.KUBECTL, str(_fake_kubectl(tmp_path)))
-    r = dp.deploy(cfg, f"models:/{rv.name}@champion", apply=True, out_dir=tmp_path / "out")
+    r = dp.deploy(cfg, f"models:/{rv.name}@champion", apply=True, out_dir=tmp_path / "out", poll_s=0.05)
     m = r.manifest
     storage = _env(m)["STORAGE_URI"]
     # the storage URI KServe will download is exactly where the MLflow server put the files
@@ -506,7 +569,7 @@ def test_deploy_with_server_and_s3_uses_the_bucket_path(mlflow_server, tmp_path,
     assert m["metadata"]["annotations"]["sifthinker.io/model-source"] == rv.source_uri
     written = tmp_path / "out" / f"{cfg.serving.name}-inferenceservice.yaml"
     assert r.path == written and yaml.safe_load(written.read_text()) == m and r.applied is True
-    assert _calls(tmp_path) == [f"apply --dry-run=server -f {written}", f"apply -f {written}"]
+    assert kube.objects[("default", cfg.serving.name)]["spec"] == m["spec"] and r.url
     # without the prefix the server pulls the pinned version through the tracking server
     cfg2 = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, storage_uri_prefix=None))
     r2 = dp.deploy(cfg2, f"models:/{rv.name}@champion", out_dir=tmp_path / "out2")
@@ -516,7 +579,7 @@ def test_deploy_with_server_and_s3_uses_the_bucket_path(mlflow_server, tmp_path,
     assert r2.warning == r2.manifest["metadata"]["annotations"]["sifthinker.io/warning"] and r2.applied is False
 
 
-def test_deploy_from_the_local_store_writes_but_refuses_to_apply(tmp_path, monkeypatch):
+def test_deploy_from_the_local_store_writes_but_refuses_to_apply(tmp_path, monkeypatch, kube):
     monkeypatch.setenv(Env.WORK_DIR, str(tmp_path / "work"))
     monkeypatch.delenv(Env.MLFLOW_TRACKING_URI, raising=False)
     cfg = RunConfig.load(LOCAL)
@@ -524,10 +587,9 @@ def test_deploy_from_the_local_store_writes_but_refuses_to_apply(tmp_path, monke
     r = dp.deploy(cfg, f"models:/{rv.name}@challenger")
     assert r.path == tmp_path / "work" / "deploy" / f"{cfg.serving.name}-inferenceservice.yaml" and r.path.is_file()
     assert "a cluster can reach neither" in r.manifest["metadata"]["annotations"]["sifthinker.io/warning"]
-    monkeypatch.setenv(Env.KUBECTL, str(_fake_kubectl(tmp_path)))
     with pytest.raises(dp.DeployError, match="local"):
         dp.deploy(cfg, f"models:/{rv.name}@challenger", apply=True)
-    assert _calls(tmp_path) == []
+    assert kube.calls == []
     direct = dp.deploy(cfg, "s3://bucket/models/x").manifest
     assert _env(direct)["STORAGE_URI"] == "s3://bucket/models/x"
     assert direct["metadata"]["annotations"]["sifthinker.io/model-version"] == "unversioned"

@@ -251,9 +251,13 @@ def promote(cfg_or_uri: RunConfig | str | None, name: str, version: str | int, a
         if previous == version:
             log.info("%s@%s already is version %s", name, alias, version)
             return {"name": name, "version": version, "alias": alias, "previous": previous}
-        client.set_registered_model_alias(name, alias, version)
+        # the history first, then the one write that moves the alias: a failure in between leaves the alias
+        # where it was (sifthinker.rollback reads this history; a promotion ends any rollback)
         client.set_model_version_tag(name, version, f"previous.{alias}", previous or "none")
         client.set_registered_model_tag(name, f"last_promotion.{alias}", f"{previous or 'none'} -> {version}")
+        if f"last_rollback.{alias}" in (rm.tags or {}):
+            client.delete_registered_model_tag(name, f"last_rollback.{alias}")
+        client.set_registered_model_alias(name, alias, version)
     log.info("%s@%s: %s -> %s", name, alias, previous, version)
     return {"name": name, "version": version, "alias": alias, "previous": previous}
 

@@ -1,4 +1,4 @@
-"""`sifthinker model promote|list|resolve`: the MLflow model registry (see `sifthinker.registry`).
+"""`sifthinker model promote|rollback|list|resolve`: the MLflow model registry (see `sifthinker.registry`).
 
 Every failure is one line ``Error: ...`` with exit status 1; none of these commands creates a store.
 """
@@ -70,6 +70,26 @@ def promote_cmd(name: str, version: int, alias: str, recipe: str | None, trackin
         res = promote(uri, name, version, alias)
     prev = res["previous"] or "none"
     click.echo(f"{name}@{alias}: version {prev} -> {res['version']}")
+
+
+@model.command("rollback")
+@click.argument("name")
+@click.option("--alias", default="champion", show_default=True)
+@tracking_options
+def rollback_cmd(name: str, alias: str, recipe: str | None, tracking_uri: str | None) -> None:
+    """Point ALIAS of model NAME back at the version that held it before the last promotion.
+
+    Running it again changes nothing; to go back further, promote the version you want.
+    """
+    from sifthinker.rollback import rollback
+
+    uri = store_uri(recipe, tracking_uri)
+    with registry_call():
+        res = rollback(uri, name, alias)
+    if res["changed"]:
+        click.echo(f"{name}@{alias}: version {res['from']} -> {res['to']} (rolled back)")
+    else:
+        click.echo(f"{name}@{alias}: already rolled back from version {res['from']} to {res['to']}; nothing to do")
 
 
 @model.command("list")

@@ -1,7 +1,4 @@
-"""OpenAI-compatible chat schema for the SIFThinker server: request parsing, images, replies.
-
-Pure functions (no web framework): the server maps :class:`RequestError` to an HTTP status with an
-OpenAI-style error body ``{"error": {"message", "type", "param", "code"}}``.
+"""OpenAI-compatible chat schema of the SIFThinker server: request parsing and replies (no web framework).
 
 Request (``POST /openai/v1/chat/completions``)::
 
@@ -9,338 +6,239 @@ Request (``POST /openai/v1/chat/completions``)::
      "messages": [{"role": "user", "content": [
          {"type": "text", "text": "Which is closer, the red cube or the blue sphere?"},
          {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}},   # RGB image
-         {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}], # colour depth image
-     "max_tokens": 256, "temperature": 0}
+         {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}], # depth image (optional)
+     "max_tokens": 256, "temperature": 0, "stream": false, "sif": {"draw": false}}
 
-* Exactly one user message with exactly two images (first RGB, second the colour depth image) as
-  base64 ``data:`` URLs (PNG, JPEG or WebP; the server never fetches remote URLs). System/developer
-  messages are accepted and ignored (the SIF prompt is fixed); assistant/tool turns are rejected
-  (single-turn only).
-* The question is the concatenated text parts with the SIF instruction and any ``Original image:`` /
-  ``Depth image:`` / ``<image>`` labels stripped, so a client may send the plain question or the full
-  prompt of :func:`sifthinker.prompts.prompt_text`.
-* ``max_tokens`` (or ``max_completion_tokens``) defaults to the server's ``max_new_tokens``;
-  ``temperature`` defaults to 0 (greedy, unlike OpenAI's 1.0). ``n`` must be 1 and ``stream`` false:
-  the server answers one generation per request (no batching across requests yet).
+* One user message (single turn; the SIF prompt is fixed, so system, assistant and tool messages are
+  refused); images as ``data:`` URLs (PNG, JPEG, WebP), counted by :func:`request.split_images`.
+* The question is the text parts with the SIF instruction and the image labels stripped, so a client may
+  send the plain question or the full prompt of :func:`sifthinker.prompts.prompt_text`.
+* Supported: ``max_tokens`` / ``max_completion_tokens`` (default ``serving.max_new_tokens``),
+  ``temperature`` (default 0: greedy), ``stream`` with ``stream_options.include_usage``, ``n`` = 1,
+  ``user``, and the extension ``sif.draw``. OpenAI parameters this server does not implement are
+  accepted only at their no-op value (``top_p: 1``, ``stop: null``, ...) and refused otherwise; any other
+  key is refused. Nothing is silently ignored.
 
-Reply: a standard ``chat.completion`` whose ``choices[0].message.content`` is the full generated text,
-plus ``sif`` = :func:`sif_summary` (answer, parsed trace steps or null, format_valid, problems).
+Reply: a ``chat.completion`` (or ``chat.completion.chunk`` events) with ``choices[0].message.content``
+the generated text, plus ``sif`` (:func:`sifthinker.serving.sif.sif_object`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
 from sifthinker.prompts import INSTRUCTION
+from sifthinker.serving import request as rq
+from sifthinker.serving.errors import RequestError, short
+from sifthinker.serving.images import (  # noqa: F401  (re-exported: clients and tests build requests here)
+    data_url,
+    decode_base64,
+    decode_image_bytes,
+    decode_image_url,
+    encode_image,
+)
+from sifthinker.serving.limits import Limits, check_question
+from sifthinker.serving.sif import sif_summary  # noqa: F401  (re-exported)
 
-MAX_TOKENS_LIMIT = 4096
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
-_DATA_URL_RE = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*),(?P<data>.*)$", re.DOTALL)
-_LABEL_RE = re.compile(r"(?:original|depth)\s+image\s*:\s*(?:<image>)?|<image>", re.IGNORECASE)
+__all__ = ["RequestError", "chat_completion", "chat_request_body", "parse_chat_request", "strip_instruction"]
 
-
-class RequestError(Exception):
-    """A client error: ``status`` (4xx), a message that says what to fix, and the offending parameter."""
-
-    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.param = param
-        self.code = code
-
-    def to_json(self) -> dict:
-        kind = {404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error"}.get(
-            self.status, "invalid_request_error"
-        )
-        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-
-
-@dataclass
-class ChatRequest:
-    model: str | None
-    question: str
-    image: Image.Image
-    depth_image: Image.Image
-    max_tokens: int
-    temperature: float
+_SUPPORTED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "stream",
+              "stream_options", "n", "user", "sif"}
+# OpenAI parameters accepted only at their no-op value (null always is): anything else changes the
+# output in a way this server does not implement, so it is refused rather than ignored.
+_NO_OP = {"top_p": [1], "frequency_penalty": [0], "presence_penalty": [0], "logprobs": [False],
+          "top_logprobs": [0], "stop": [[]], "seed": [], "tools": [[]], "tool_choice": ["none"],
+          "functions": [[]], "function_call": ["none"], "response_format": [{"type": "text"}],
+          "logit_bias": [{}], "parallel_tool_calls": [], "store": [False], "metadata": [{}],
+          "modalities": [["text"]], "service_tier": ["auto", "default"], "reasoning_effort": []}
+_MESSAGE_KEYS = {"role", "content", "name"}
+_TEXT_SLACK = len(INSTRUCTION) + 1000  # labels and the instruction a full prompt carries
+_LABEL_RE = re.compile(r"(?:original|depth)\s+image(?:\s+\d+)?\s*:\s*(?:<image>)?|<image>", re.IGNORECASE)
+_FLAT_INSTRUCTION = " ".join(INSTRUCTION.split())
 
 
-# ---- images ----------------------------------------------------------------------------------------
-def decode_image_bytes(raw: bytes, what: str, param: str | None = None) -> Image.Image:
-    """PNG/JPEG/WebP bytes -> an RGB PIL image; :class:`RequestError` when they are not such an image."""
-    if len(raw) > MAX_IMAGE_BYTES:
-        raise RequestError(f"{what} is {len(raw)} bytes; the limit is {MAX_IMAGE_BYTES}", 413, param)
-    if not raw:
-        raise RequestError(f"{what} is empty", param=param)
-    try:
-        img = Image.open(io.BytesIO(raw))
-        fmt = img.format
-        img.load()
-    except Image.DecompressionBombError as e:
-        raise RequestError(f"{what} is too large: {e}", 413, param) from e
-    except Exception as e:  # PIL raises many types for corrupt data
-        raise RequestError(f"{what} is not a readable image ({type(e).__name__}: {e})", param=param) from e
-    if fmt not in IMAGE_FORMATS:
-        raise RequestError(f"{what} is {fmt}; supported formats: {', '.join(IMAGE_FORMATS)}", param=param)
-    return img.convert("RGB")
-
-
-def decode_base64(data: str | bytes, what: str, param: str | None = None) -> bytes:
-    """Strict base64 (standard or URL-safe alphabet, padding optional, whitespace ignored)."""
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("ascii")
-        except UnicodeDecodeError as e:
-            raise RequestError(f"{what} is not base64 text", param=param) from e
-    s = "".join(data.split())
-    if "-" in s or "_" in s:
-        s = s.replace("-", "+").replace("_", "/")
-    s += "=" * (-len(s) % 4)
-    try:
-        return base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise RequestError(f"{what} is not valid base64 ({e})", param=param) from e
-
-
-def decode_data_url(url: Any, what: str, param: str | None = None) -> Image.Image:
-    """A ``data:image/...;base64,...`` URL -> an RGB image."""
-    if not isinstance(url, str) or not url:
-        raise RequestError(f"{what}: image_url.url must be a non-empty string", param=param)
-    if not url.startswith("data:"):
-        scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-        raise RequestError(
-            f"{what}: only base64 data URLs (data:image/png;base64,...) are supported; the server does not "
-            f"fetch remote images (got a {scheme!r} URL)",
-            param=param,
-            code="unsupported_url",
-        )
-    m = _DATA_URL_RE.match(url)
-    if not m:
-        raise RequestError(f"{what}: malformed data URL (expected data:image/png;base64,<data>)", param=param)
-    mime = (m["mime"] or "").lower()
-    if not mime.startswith("image/"):
-        raise RequestError(f"{what}: data URL media type must be image/png or image/jpeg, got {mime or 'none'!r}", param=param)
-    if "base64" not in [p.strip().lower() for p in m["params"].split(";") if p]:
-        raise RequestError(f"{what}: the data URL must be base64-encoded (data:{mime};base64,...)", param=param)
-    return decode_image_bytes(decode_base64(m["data"], what, param), what, param)
-
-
-def encode_image(img: Image.Image, fmt: str = "PNG") -> str:
-    """An image as base64 text (the V2 ``BYTES`` inputs and the body of a data URL)."""
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def data_url(img: Image.Image, fmt: str = "PNG") -> str:
-    return f"data:image/{fmt.lower()};base64,{encode_image(img, fmt)}"
-
-
-# ---- request ---------------------------------------------------------------------------------------
 def strip_instruction(text: str) -> str:
     """The bare question: SIF instruction, image labels and ``<image>`` placeholders removed."""
-    flat = " ".join(text.split())
-    flat = flat.replace(" ".join(INSTRUCTION.split()), " ")
-    flat = _LABEL_RE.sub(" ", flat)
-    return " ".join(flat.split())
+    flat = " ".join(text.split()).replace(_FLAT_INSTRUCTION, " ")
+    return " ".join(_LABEL_RE.sub(" ", flat).split())
 
 
-def _int_param(body: dict, key: str) -> int | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise RequestError(f"{key} must be an integer, got {v!r}", param=key)
-    return v
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same kind (``True`` is not ``1`` here)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
 
 
-def parse_chat_request(body: Any, default_max_tokens: int, max_tokens_limit: int = MAX_TOKENS_LIMIT) -> ChatRequest:
-    """Validate an OpenAI chat-completions body; every client mistake raises :class:`RequestError`."""
+def _check_params(body: dict) -> None:
+    for key, value in body.items():
+        if key in _SUPPORTED:
+            continue
+        if key not in _NO_OP:
+            rq.check_keys({key: value}, _SUPPORTED | set(_NO_OP), "")
+        if value is not None and not any(_same(value, ok) for ok in _NO_OP[key]):
+            raise RequestError(f"{key}={short(value)} is not supported by this server (only "
+                               f"{' or '.join(repr(v) for v in [None, *_NO_OP[key]])})", param=key,
+                               code="unsupported_parameter")
+
+
+def parse_chat_request(body: Any, limits: Limits) -> rq.Ask:
+    """Validate a chat-completions body into an :class:`~sifthinker.serving.request.Ask` (images not decoded);
+    every client mistake raises :class:`RequestError`."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    _check_params(body)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError("model must be a string", param="model")
-    if body.get("stream"):
-        raise RequestError("stream=true is not supported; the server returns one complete reply", param="stream")
-    n = _int_param(body, "n")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise RequestError("user must be a string", param="user")
+    stream = rq.bool_param(body.get("stream"), "stream")
+    include_usage = False
+    if (so := body.get("stream_options")) is not None:
+        if not stream:
+            raise RequestError("stream_options is only allowed with stream: true", param="stream_options")
+        if not isinstance(so, dict):
+            raise RequestError("stream_options must be an object", param="stream_options")
+        rq.check_keys(so, {"include_usage"}, "stream_options")
+        include_usage = rq.bool_param(so.get("include_usage"), "stream_options.include_usage")
+    n = rq.int_param(body.get("n"), "n")
     if n is not None and n != 1:
         raise RequestError(f"n must be 1 (one generation per request), got {n}", param="n")
+    draw = False
+    if (ext := body.get("sif")) is not None:
+        if not isinstance(ext, dict):
+            raise RequestError("sif must be an object such as {\"draw\": true}", param="sif")
+        rq.check_keys(ext, {"draw"}, "sif")
+        draw = rq.bool_param(ext.get("draw"), "sif.draw")
 
-    max_tokens = _int_param(body, "max_tokens")
-    mct = _int_param(body, "max_completion_tokens")
-    if max_tokens is not None and mct is not None and max_tokens != mct:
+    mt, mct = body.get("max_tokens"), body.get("max_completion_tokens")
+    if mt is not None and mct is not None and not _same(mt, mct):
         raise RequestError("max_tokens and max_completion_tokens disagree; send one", param="max_tokens")
-    key = "max_tokens" if max_tokens is not None else "max_completion_tokens"
-    max_tokens = max_tokens if max_tokens is not None else mct
-    if max_tokens is None:
-        max_tokens = default_max_tokens
-    elif max_tokens <= 0:
-        raise RequestError(f"{key} must be a positive integer, got {max_tokens}", param=key)
-    elif max_tokens > max_tokens_limit:
-        raise RequestError(f"{key} must be at most {max_tokens_limit}, got {max_tokens}", param=key)
-
-    temperature = body.get("temperature")
-    if temperature is None:
-        temperature = 0.0
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-        raise RequestError(f"temperature must be a number in [0, 2], got {temperature!r}", param="temperature")
+    key = "max_tokens" if mt is not None else "max_completion_tokens"
+    max_tokens = rq.max_tokens_param(mt if mt is not None else mct, key, limits)
+    temperature = rq.temperature_param(body.get("temperature"))
 
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list", param="messages")
     user = None
     for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise RequestError(f"messages[{i}] must be an object", param=f"messages[{i}]")
+            raise RequestError(f"{where} must be an object", param=where)
+        rq.check_keys(msg, _MESSAGE_KEYS, where)
         role = msg.get("role")
-        if role in ("system", "developer"):
-            continue
-        if role == "user":
-            if user is not None:
-                raise RequestError("exactly one user message is supported (single-turn)", param=f"messages[{i}]")
-            user = (i, msg)
-        elif role in ("assistant", "tool", "function"):
-            raise RequestError(f"multi-turn conversations are not supported (messages[{i}] has role {role!r})", param=f"messages[{i}].role")
-        else:
-            raise RequestError(f"messages[{i}].role must be system, developer or user, got {role!r}", param=f"messages[{i}].role")
-    if user is None:
-        raise RequestError("no user message: send one user message with the question and two images", param="messages")
-    i, msg = user
-    question, image, depth_image = _parse_user_content(msg.get("content"), f"messages[{i}].content")
-    return ChatRequest(model, question, image, depth_image, max_tokens, float(temperature))
+        if role != "user":
+            why = ("multi-turn conversations are not supported" if role in ("assistant", "tool", "function")
+                   else "the SIF prompt is fixed: system instructions are not supported"
+                   if role in ("system", "developer") else "the role must be user")
+            raise RequestError(f"{where} has role {short(role)}: {why}; send one user message",
+                               param=f"{where}.role")
+        if user is not None:
+            raise RequestError("exactly one user message is supported (single-turn)", param=where)
+        user = (i, msg)
+    i, msg = user  # type: ignore[misc]
+    question, refs = _parse_user_content(msg.get("content"), f"messages[{i}].content", limits)
+    rgb, depth = rq.split_images(refs, limits, f"messages[{i}].content")
+    return rq.Ask(question, rgb, depth, max_tokens, temperature, model=model, stream=stream,
+                  include_usage=include_usage, draw=draw)
 
 
-def _parse_user_content(content: Any, where: str) -> tuple[str, Image.Image, Image.Image]:
-    need = "the user message needs two images as image_url parts: the RGB image, then the colour depth image"
+def _parse_user_content(content: Any, where: str, limits: Limits) -> tuple[str, list[rq.ImageRef]]:
+    need = "the user message needs its image(s) as image_url parts (the RGB image, then optionally its depth image)"
     if isinstance(content, str):
         raise RequestError(f"no images: {need}", param=where)
     if not isinstance(content, list):
         raise RequestError(f"{where} must be a list of content parts", param=where)
     texts: list[str] = []
-    urls: list[tuple[str, Any]] = []
+    refs: list[rq.ImageRef] = []
+    chars = 0
     for j, part in enumerate(content):
         p = f"{where}[{j}]"
         if not isinstance(part, dict):
             raise RequestError(f"{p} must be an object", param=p)
         kind = part.get("type")
         if kind == "text":
+            rq.check_keys(part, {"type", "text"}, p)
             if not isinstance(part.get("text"), str):
                 raise RequestError(f"{p}.text must be a string", param=p)
+            chars += len(part["text"])
+            if chars > limits.max_question_chars + _TEXT_SLACK:  # before any regex runs over it
+                check_question("x" * (limits.max_question_chars + 1), limits, p)
             texts.append(part["text"])
         elif kind == "image_url":
+            rq.check_keys(part, {"type", "image_url"}, p)
             iu = part.get("image_url")
-            url = iu.get("url") if isinstance(iu, dict) else iu  # tolerate the older plain-string form
-            urls.append((p, url))
+            if isinstance(iu, dict):
+                rq.check_keys(iu, {"url", "detail"}, f"{p}.image_url")
+                if iu.get("detail") not in (None, "auto"):
+                    raise RequestError(f"{p}.image_url.detail={short(iu.get('detail'))} is not supported (only "
+                                       "'auto': the image is resized to the model's pixel budget)", param=p)
+                url = iu.get("url")
+            else:
+                url = iu  # the older plain-string form
+            n = len(refs) + 1
+            refs.append(rq.ImageRef(url, f"image {n}", p, kind="url"))
         else:
-            raise RequestError(f"{p}: unsupported content part type {kind!r} (use 'text' and 'image_url')", param=p)
-    if not urls:
-        raise RequestError(f"no images: {need}", param=where)
-    if len(urls) != 2:
-        raise RequestError(f"got {len(urls)} image(s): {need}", param=where)
-    image = decode_data_url(urls[0][1], "the RGB image (first image)", urls[0][0])
-    depth = decode_data_url(urls[1][1], "the depth image (second image)", urls[1][0])
+            raise RequestError(f"{p}: unsupported content part type {short(kind)} (use 'text' and 'image_url')",
+                               param=p)
     question = strip_instruction("\n".join(texts))
+    check_question(question, limits, where)
     if not question:
         raise RequestError("the user message has no question text", param=where)
-    return question, image, depth
+    return question, refs
 
 
-def chat_request_body(
-    question: str, image: Image.Image, depth_image: Image.Image, model: str, **params: Any
-) -> dict:
-    """A request body for this server (for clients and tests)."""
-    return {
-        "model": model,
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": question},
-                    {"type": "image_url", "image_url": {"url": data_url(image)}},
-                    {"type": "image_url", "image_url": {"url": data_url(depth_image)}},
-                ],
-            }
-        ],
-        **params,
-    }
+def chat_request_body(question: str, image: Image.Image, depth_image: Image.Image | None, model: str,
+                      **params: Any) -> dict:
+    """A request body for this server (for clients and tests); ``depth_image`` None leaves it to the server."""
+    images = [image] if depth_image is None else [image, depth_image]
+    content = [{"type": "text", "text": question}]
+    content += [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in images]
+    return {"model": model, "messages": [{"role": "user", "content": content}], **params}
 
 
-# ---- reply -----------------------------------------------------------------------------------------
-def sif_summary(text: str) -> dict:
-    """``{"answer", "trace", "format_valid", "problems"}`` for a generated text.
-
-    ``trace`` is the list of steps ``[{"boxes": [{"bbox_2d": [x1,y1,x2,y2], "depth": d}], "text": ...}]``
-    when the text is a valid SIF trace, else null; ``answer`` is the parsed answer, or what the lenient
-    extractor recovers from an invalid text (null when there is no ``<answer>``).
-    """
-    from sifthinker import trace as sif
-
-    problems = sif.validate(text)
-    steps = None
-    answer = None
-    if not problems:
-        try:
-            t = sif.parse(text)
-        except sif.TraceFormatError as e:  # validate and parse should agree; be safe
-            problems = [str(e)]
-        else:
-            answer = t.answer
-            steps = [
-                {"boxes": [{"bbox_2d": [b.x1, b.y1, b.x2, b.y2], "depth": b.depth} for b in s.boxes], "text": s.text}
-                for s in t.steps
-            ]
-    if answer is None:
-        answer = sif.extract_answer(text)
-    return {"answer": answer, "trace": steps, "format_valid": not problems, "problems": list(problems)}
+# ---- replies -----------------------------------------------------------------------------------------
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def chat_completion(
-    text: str,
-    model: str,
-    finish_reason: str = "stop",
-    prompt_tokens: int | None = None,
-    completion_tokens: int | None = None,
-) -> dict:
+def usage(prompt_tokens: int | None, completion_tokens: int | None) -> dict | None:
+    if prompt_tokens is None or completion_tokens is None:
+        return None
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def chat_completion(text: str, model: str, finish_reason: str = "stop", prompt_tokens: int | None = None,
+                    completion_tokens: int | None = None, sif: dict | None = None) -> dict:
     """A ``chat.completion`` object with the extra ``sif`` field."""
     out: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_reason,
-                "logprobs": None,
-            }
-        ],
+        "id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": finish_reason, "logprobs": None}],
     }
-    if prompt_tokens is not None and completion_tokens is not None:
-        out["usage"] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-    out["sif"] = sif_summary(text)
+    if (u := usage(prompt_tokens, completion_tokens)) is not None:
+        out["usage"] = u
+    out["sif"] = sif if sif is not None else sif_summary(text)
     return out
+
+
+def chunk(cid: str, model: str, created: int, delta: dict, finish_reason: str | None = None,
+          **extra: Any) -> dict:
+    """One ``chat.completion.chunk`` (``extra``: ``sif`` on the last content chunk, ``usage``)."""
+    choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}] if delta is not None else []
+    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices,
+            **extra}
 
 
 def model_list(names: list[str], created: int | None = None) -> dict:
     created = int(time.time()) if created is None else created
-    return {
-        "object": "list",
-        "data": [{"id": n, "object": "model", "created": created, "owned_by": "sifthinker"} for n in names],
-    }
+    return {"object": "list",
+            "data": [{"id": n, "object": "model", "created": created, "owned_by": "sifthinker"} for n in names]}
