@@ -15,12 +15,12 @@ def test_spec():
 
 @pytest.mark.parametrize(("parts", "passed", "failures"), [
     ([{"sif-bench/format_validity": 0.9, "sif-bench/accuracy": 0.1}, {"vstar/overall": 0.2}], True, ""),
-    ([{"sif-bench/format_validity": 0.8}], True, ""),  # inclusive minimum
-    ([{"sif-bench/format_validity": 0.42}, {"vstar/overall": 1.0}], False, "sif-bench/format_validity 0.42 < 0.80"),
+    ([{"sif-bench/format_validity": 0.75}], True, ""),  # inclusive minimum
+    ([{"sif-bench/format_validity": 0.42}, {"vstar/overall": 1.0}], False, "sif-bench/format_validity 0.42 < 0.75"),
     ([{"vstar/overall": 1.0}], False, "metric 'sif-bench/format_validity' missing from evaluation"),
 ])
 def test_decision_failures_and_merged_metrics(recipe, tmp_path, parts, passed, failures):
-    # recipes/local.yaml: gate.thresholds = {sif-bench/format_validity: 0.8}
+    # recipes/local.yaml: gate.thresholds = {sif-bench/format_validity: 0.75}
     out, merged = tmp_path / "failures", tmp_path / "metrics"
     assert gate.python_func(recipe=recipe, metrics_parts=[json.dumps(p) for p in parts], failures=str(out),
                             metrics=str(merged)) is passed
