@@ -1,6 +1,7 @@
 """Time per GRPO-SIF step on the local recipe's tiny model, split into its parts.
 
 Usage: .venv/bin/python benchmarks/train_step.py [--items 16 --sft-epochs 8 --steps 5]
+       .venv/bin/python benchmarks/train_step.py --gpu [--model 7b ...]   # GPU tokens/s and MFU: train_step_gpu.py
 
 Builds `data build`'s train split and the local recipe's tiny Qwen2.5-VL, trains it with the recipe's SFT
 (so that rollouts are SIF traces the rewards really parse, not noise that fails at the first tag), then
@@ -28,6 +29,7 @@ import functools
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -175,4 +177,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--gpu" in sys.argv[1:]:  # the 3B/7B-sized GPU measurement lives in its own script (no tiny-model set-up)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import train_step_gpu
+
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--gpu"]
+        train_step_gpu.main()
+    else:
+        main()
