@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -276,3 +276,32 @@ def colour_depth(spec: SourceSpec, locator: Locator, rel: str | None, *alts: str
         raise Rejected("missing colour depth image: none named")
     path, _ = locator.find(rel, "colour depth image", extra=alts)
     return path
+
+
+class FileSource:
+    """What the file-backed sources share: a required ``--input``, a locator for its images, the split."""
+
+    name = ""
+    missing_input = ""  # the error's hint when --input is missing, e.g. "give the TallyQA JSON (--input)"
+
+    def __init__(self, spec: SourceSpec):
+        if not spec.input:
+            raise SourceError(f"{self.name}: {self.missing_input}")
+        self.spec_ = spec
+        self.input, here = input_file(spec, self.name)
+        self.locator = Locator(self.image_roots(spec, here), spec.option("cache_dir"))
+
+    def image_roots(self, spec: SourceSpec, here: str) -> list[str]:
+        """Where relative image paths are looked up: --image-root, else beside the input."""
+        return [spec.image_root or here]
+
+    def spec(self, seed: int = 0) -> SourceSpec:
+        return self.spec_
+
+    def in_split(self, candidates: Iterable[tuple[str, Any, str | None]]) -> Iterator[Entry]:
+        """Entries of the (uid, raw, key) candidates in this build's split, numbered in stream order."""
+        n = 0
+        for uid, raw, key in candidates:
+            if in_split(uid, self.spec_.split, self.spec_.holdout):
+                yield Entry(uid=uid, index=n, raw=raw, key=key)
+                n += 1

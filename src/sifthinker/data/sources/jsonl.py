@@ -23,17 +23,14 @@ import numpy as np
 from sifthinker.answers import ANSWER_TYPES, infer_answer_type
 from sifthinker.data.sources.base import (
     Entry,
-    Locator,
+    FileSource,
     Rejected,
     SourceError,
     SourceItem,
-    SourceSpec,
     beside_depth,
     check_boxes,
     colour_depth,
     image_size,
-    in_split,
-    input_file,
     text,
 )
 from sifthinker.depth import load_depth_map
@@ -61,30 +58,19 @@ class _BadLine(str):
     """A line that did not parse: its rejection reason."""
 
 
-class JsonlSource:
+class JsonlSource(FileSource):
     name = "jsonl"
     default_depth = "dav2"
-
-    def __init__(self, spec: SourceSpec):
-        if not spec.input:
-            raise SourceError("jsonl: give the file (--input items.jsonl)")
-        self.spec_ = spec
-        self.input, here = input_file(spec, "jsonl")
-        self.locator = Locator([spec.image_root or here], spec.option("cache_dir"))
-
-    def spec(self, seed: int = 0) -> SourceSpec:
-        return self.spec_
+    missing_input = "give the file (--input items.jsonl)"
 
     def entries(self, seed: int) -> Iterator[Entry]:
-        n = 0
-        for line, rec in read_lines(self.input, "jsonl"):
-            rid = rec.get("id") if isinstance(rec, dict) else None
-            uid = str(rid).strip() if isinstance(rid, str | int) and str(rid).strip() else f"jsonl-line{line}"
-            if not in_split(uid, self.spec_.split, self.spec_.holdout):
-                continue
-            key = f"{rec.get('image')}|{rec.get('question')}" if isinstance(rec, dict) else None
-            yield Entry(uid=uid, index=n, raw=(line, rec), key=key)
-            n += 1
+        def candidates():
+            for line, rec in read_lines(self.input, "jsonl"):
+                rid = rec.get("id") if isinstance(rec, dict) else None
+                uid = str(rid).strip() if isinstance(rid, str | int) and str(rid).strip() else f"jsonl-line{line}"
+                key = f"{rec.get('image')}|{rec.get('question')}" if isinstance(rec, dict) else None
+                yield uid, (line, rec), key
+        return self.in_split(candidates())
 
     def load(self, entry: Entry) -> SourceItem:
         line, rec = entry.raw

@@ -18,15 +18,12 @@ from sifthinker import trace as sif_trace
 from sifthinker.answers import infer_answer_type
 from sifthinker.data.sources.base import (
     Entry,
-    Locator,
+    FileSource,
     Rejected,
     SourceError,
     SourceItem,
-    SourceSpec,
     colour_depth,
     image_size,
-    in_split,
-    input_file,
     read_json,
     text,
 )
@@ -58,35 +55,17 @@ def _assistant(messages: object) -> str:
     raise Rejected("no assistant message")
 
 
-class SIF50KSource:
+class SIF50KSource(FileSource):
     name = "sif50k"
     default_depth = "colour"
-
-    def __init__(self, spec: SourceSpec):
-        if not spec.input:
-            raise SourceError("sif50k: give the released JSON (--input .../SIF-50K.json)")
-        self.spec_ = spec
-        self.input, here = input_file(spec, "sif50k")
-        root = spec.image_root or here
-        self.locator = Locator([root], spec.option("cache_dir"))
-
-    def spec(self, seed: int = 0) -> SourceSpec:
-        return self.spec_
+    missing_input = "give the released JSON (--input .../SIF-50K.json)"
 
     def entries(self, seed: int) -> Iterator[Entry]:
         data = read_json(self.input, "sif50k")
         if not isinstance(data, list):
             raise SourceError(f"sif50k: {self.input} is not a JSON list of records")
-        n = 0
-        for i, rec in enumerate(data):
-            uid = f"sif50k-{i:06d}"
-            if not in_split(uid, self.spec_.split, self.spec_.holdout):
-                continue
-            key = None
-            if isinstance(rec, dict):
-                key = f"{rec.get('image')}|{rec.get('problem')}"
-            yield Entry(uid=uid, index=n, raw=rec, key=key)
-            n += 1
+        return self.in_split((f"sif50k-{i:06d}", rec, f"{rec.get('image')}|{rec.get('problem')}"
+                              if isinstance(rec, dict) else None) for i, rec in enumerate(data))
 
     def load(self, entry: Entry) -> SourceItem:
         rec = entry.raw

@@ -13,17 +13,14 @@ from collections.abc import Iterator
 
 from sifthinker.data.sources.base import (
     Entry,
-    Locator,
+    FileSource,
     Rejected,
     SourceError,
     SourceItem,
-    SourceSpec,
     beside_depth,
     check_boxes,
     colour_depth,
     image_size,
-    in_split,
-    input_file,
     read_json,
     text,
 )
@@ -39,19 +36,10 @@ def counted(question: str) -> str:
     return m.group(1).strip().lower() if m and m.group(1).strip() else "objects"
 
 
-class TallyQASource:
+class TallyQASource(FileSource):
     name = "tallyqa"
     default_depth = "dav2"
-
-    def __init__(self, spec: SourceSpec):
-        if not spec.input:
-            raise SourceError("tallyqa: give the TallyQA JSON (--input)")
-        self.spec_ = spec
-        self.input, here = input_file(spec, "tallyqa")
-        self.locator = Locator([spec.image_root or here], spec.option("cache_dir"))
-
-    def spec(self, seed: int = 0) -> SourceSpec:
-        return self.spec_
+    missing_input = "give the TallyQA JSON (--input)"
 
     def _records(self) -> list:
         if self.input.suffix == ".jsonl":
@@ -62,15 +50,12 @@ class TallyQASource:
         return data
 
     def entries(self, seed: int) -> Iterator[Entry]:
-        n = 0
-        for i, rec in enumerate(self._records()):
-            qid = (rec.get("question_id", rec.get("id")) if isinstance(rec, dict) else None)
-            uid = f"tallyqa-{qid if qid is not None else i}"
-            if not in_split(uid, self.spec_.split, self.spec_.holdout):
-                continue
-            key = f"{rec.get('image')}|{rec.get('question')}" if isinstance(rec, dict) else None
-            yield Entry(uid=uid, index=n, raw=rec, key=key)
-            n += 1
+        def candidates():
+            for i, rec in enumerate(self._records()):
+                qid = (rec.get("question_id", rec.get("id")) if isinstance(rec, dict) else None)
+                key = f"{rec.get('image')}|{rec.get('question')}" if isinstance(rec, dict) else None
+                yield f"tallyqa-{qid if qid is not None else i}", rec, key
+        return self.in_split(candidates())
 
     def load(self, entry: Entry) -> SourceItem:
         rec = entry.raw

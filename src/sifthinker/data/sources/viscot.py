@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from sifthinker.answers import infer_answer_type
 from sifthinker.data.sources.base import (
     Entry,
-    Locator,
+    FileSource,
     Rejected,
     SourceError,
     SourceItem,
@@ -36,8 +36,6 @@ from sifthinker.data.sources.base import (
     check_boxes,
     colour_depth,
     image_size,
-    in_split,
-    input_file,
     read_json,
     text,
 )
@@ -71,29 +69,25 @@ def _pixel_box(images: object) -> list[float] | None:
     return None
 
 
-class VisCoTSource:
+class VisCoTSource(FileSource):
     name = "viscot"
     default_depth = "dav2"
+    missing_input = "give viscot_363k.json (--input)"
 
     def __init__(self, spec: SourceSpec):
-        if not spec.input:
-            raise SourceError("viscot: give viscot_363k.json (--input)")
-        self.spec_ = spec
-        self.input, here = input_file(spec, "viscot")
+        super().__init__(spec)
         self.max_per_subset = int(spec.option("max_per_subset", 10_000))
         self.box_frame = spec.option("box_frame", "pixel")
         if self.box_frame not in BOX_FRAMES:
             raise SourceError(f"viscot: box frame must be one of {list(BOX_FRAMES)}, got {self.box_frame!r}")
-        # by default: beside the JSON, or in the unpacked archives' folder there
-        roots = [spec.image_root] if spec.image_root else [here, f"{here}/cot_image_data",
-                                                           f"{here}/cot_images_tar_split/cot_image_data"]
-        self.locator = Locator(roots, spec.option("cache_dir"))
         self.kept: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self._kept_records: list[tuple[int, object]] | None = None
 
-    def spec(self, seed: int = 0) -> SourceSpec:
-        return self.spec_
+    def image_roots(self, spec: SourceSpec, here: str) -> list[str]:
+        # by default: beside the JSON, or in the unpacked archives' folder there
+        return [spec.image_root] if spec.image_root else [here, f"{here}/cot_image_data",
+                                                          f"{here}/cot_images_tar_split/cot_image_data"]
 
     def _filtered(self) -> list[tuple[int, object]]:
         """(position in the file, record) of every record the paper's filter keeps, in file order."""
@@ -115,19 +109,16 @@ class VisCoTSource:
         return self._kept_records
 
     def entries(self, seed: int) -> Iterator[Entry]:
-        n = 0
-        for i, rec in self._filtered():
-            subset = str(rec.get("dataset", "")) if isinstance(rec, dict) else ""
-            qid = rec.get("question_id") if isinstance(rec, dict) else None
-            uid = f"viscot-{subset or 'unknown'}-{qid if qid is not None else i}"
-            if not in_split(uid, self.spec_.split, self.spec_.holdout):
-                continue
-            img = rec.get("image") if isinstance(rec, dict) else None
-            first = img[0] if isinstance(img, list) and img else img
-            conv = rec.get("conversations") if isinstance(rec, dict) else None
-            q = conv[0].get("value") if isinstance(conv, list) and conv and isinstance(conv[0], dict) else None
-            yield Entry(uid=uid, index=n, raw=rec, key=f"{first}|{q}")
-            n += 1
+        def candidates():
+            for i, rec in self._filtered():
+                subset = str(rec.get("dataset", "")) if isinstance(rec, dict) else ""
+                qid = rec.get("question_id") if isinstance(rec, dict) else None
+                img = rec.get("image") if isinstance(rec, dict) else None
+                first = img[0] if isinstance(img, list) and img else img
+                conv = rec.get("conversations") if isinstance(rec, dict) else None
+                q = conv[0].get("value") if isinstance(conv, list) and conv and isinstance(conv[0], dict) else None
+                yield f"viscot-{subset or 'unknown'}-{qid if qid is not None else i}", rec, f"{first}|{q}"
+        return self.in_split(candidates())
 
     def describe(self) -> dict:
         """What the subset filter kept and dropped over the whole file (not only the part a build used)."""
