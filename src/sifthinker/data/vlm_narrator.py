@@ -22,10 +22,8 @@ import io
 import json
 import logging
 import os
-import random
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,11 +32,11 @@ from PIL import Image, ImageDraw
 
 from sifthinker import trace as sif_trace
 from sifthinker.answers import normalize, score_answer
+from sifthinker.chat_http import post_chat
 from sifthinker.data.narrator import NarrationError, NarrationInput
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = {408, 429}
 _FENCE_RE = re.compile(r"```[a-zA-Z]*\n?(.*?)```", re.DOTALL)
 _ROLE = {"full": "the whole image", "distractor": "a wrong guess: this region does not hold what the question "
          "asks about", "merged": "the area around all the evidence", "expanded": "closer around the evidence",
@@ -104,14 +102,6 @@ def draw_frame(image: Image.Image, boxes: tuple, max_side: int) -> Image.Image:
     return img
 
 
-def _message(resp: requests.Response) -> str:
-    try:
-        body = resp.json()
-        err = body.get("error") if isinstance(body, dict) else None
-        msg = err.get("message") if isinstance(err, dict) else err or body.get("detail") or resp.text
-    except ValueError:
-        msg = resp.text
-    return " ".join(str(msg).split())[:200]
 
 
 class VLMNarrator:
@@ -173,29 +163,13 @@ class VLMNarrator:
 
     def _post(self, body: dict) -> str:
         """The reply's text; NarrationError when the endpoint refuses or keeps failing."""
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(30.0, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(1.0, 1.25))
-            try:
-                resp = self._session().post(f"{self.url}/chat/completions", json=body, timeout=self.timeout_s)
-            except requests.Timeout:
-                last = f"no answer within {self.timeout_s:g}s"
-                continue
-            except requests.ConnectionError as e:
-                last = f"connection error ({type(e).__name__})"
-                continue
-            if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {_message(resp)}"
-                continue
-            if resp.status_code >= 400:
-                raise NarrationError(f"endpoint refused the item: HTTP {resp.status_code}: {_message(resp)}")
-            try:
-                content = resp.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                return ""  # garbage: judged (and asked again) like any invalid reply
-            return content if isinstance(content, str) else ""
-        raise NarrationError(f"endpoint failed after {self.retries + 1} attempt(s): {last}")
+        r = post_chat(self._session(), f"{self.url}/chat/completions", body, timeout_s=self.timeout_s,
+                      retries=self.retries, backoff_s=self.backoff_s)
+        if r.refused:
+            raise NarrationError(f"endpoint refused the item: {r.refused}")
+        if r.failed is not None:
+            raise NarrationError(f"endpoint failed after {self.retries + 1} attempt(s): {r.failed}")
+        return r.content or ""  # no content (garbage) is judged, and asked again, like any invalid reply
 
     @staticmethod
     def check(reply: str, item: NarrationInput) -> list[str]:

@@ -19,22 +19,19 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
 
+from sifthinker.chat_http import error_message, post_chat
 from sifthinker.evaluation.inputs import EvalRequest, ItemError, Outcome
 from sifthinker.prompts import chat_messages
 
 __all__ = ["EndpointError", "EndpointGenerator", "base_url"]
 
 log = logging.getLogger(__name__)
-_RETRY_STATUS = {408, 429}  # 4xx that mean "later", not "never"
-_MAX_BACKOFF_S = 30.0
 
 
 class EndpointError(RuntimeError):
@@ -51,15 +48,6 @@ def base_url(url: str) -> str:
     return u
 
 
-def _message(resp: requests.Response) -> str:
-    """The server's error message in one line (OpenAI's {"error": {"message"}} or the raw body)."""
-    try:
-        body = resp.json()
-        msg = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
-        msg = msg or body.get("detail") or body.get("message") or resp.text
-    except ValueError:
-        msg = resp.text
-    return " ".join(str(msg).split())[:300]
 
 
 class EndpointGenerator:
@@ -95,7 +83,7 @@ class EndpointGenerator:
             except requests.RequestException as e:
                 raise EndpointError(f"cannot reach {url}: {type(e).__name__}") from e
             if resp.status_code != 200:
-                raise EndpointError(f"GET {url} answered {resp.status_code}: {_message(resp)} (pass the model name)")
+                raise EndpointError(f"GET {url} answered {resp.status_code}: {error_message(resp)} (pass the model name)")
             try:
                 self._model = str(resp.json()["data"][0]["id"])
             except (ValueError, KeyError, IndexError, TypeError) as e:
@@ -119,33 +107,16 @@ class EndpointGenerator:
 
     def ask(self, req: EvalRequest) -> Outcome:
         """One item, with retries (module docstring)."""
-        body = self.body(req)
-        url = f"{self.url}/chat/completions"
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                delay = min(_MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))
-                time.sleep(delay * random.uniform(1.0, 1.25))  # jitter: concurrent retries do not stampede
-            try:
-                resp = self._session().post(url, json=body, timeout=self.timeout_s)
-            except requests.Timeout:
-                last = f"no answer within {self.timeout_s:g}s"
-                continue
-            except requests.ConnectionError as e:
-                last = f"connection error ({type(e).__name__})"
-                continue
-            if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {_message(resp)}"
-                continue
-            if resp.status_code >= 400:
-                return ItemError(f"endpoint refused the item: HTTP {resp.status_code}: {_message(resp)}")
-            try:
-                content = resp.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                return ItemError(f"endpoint answered {resp.status_code} without choices[0].message.content")
-            return content if isinstance(content, str) else ""
-        log.warning("item %s: giving up after %d attempt(s): %s", req.item.id, self.retries + 1, last)
-        return ItemError(f"failed after {self.retries + 1} attempt(s): {last}", transient=True)
+        r = post_chat(self._session(), f"{self.url}/chat/completions", self.body(req), timeout_s=self.timeout_s,
+                      retries=self.retries, backoff_s=self.backoff_s)
+        if r.refused:
+            return ItemError(f"endpoint refused the item: {r.refused}")
+        if r.failed is not None:
+            log.warning("item %s: giving up after %d attempt(s): %s", req.item.id, self.retries + 1, r.failed)
+            return ItemError(f"failed after {self.retries + 1} attempt(s): {r.failed}", transient=True)
+        if r.content is None:
+            return ItemError(f"endpoint answered {r.status} without choices[0].message.content")
+        return r.content
 
     def stream(self, reqs: Sequence[EvalRequest]) -> Iterator[tuple[int, Outcome]]:
         """(position in ``reqs``, outcome) as each request finishes, ``concurrency`` at a time.
