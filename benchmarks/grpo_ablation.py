@@ -20,6 +20,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # o
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -32,11 +33,25 @@ from sifthinker.data.build import SyntheticSource, build_records  # noqa: E402
 from sifthinker.evaluation.metrics import score_predictions  # noqa: E402
 from sifthinker.model import GenRequest, ensure_base_model, generate, load_model  # noqa: E402
 from sifthinker.rewards import box_reward  # noqa: E402
+from sifthinker.scenes.model import COLORS, SHAPES  # noqa: E402
 from sifthinker.training.grpo import run_grpo  # noqa: E402
 from sifthinker.training.sft import run_sft  # noqa: E402
 
 EVAL_SEED = 100_000  # far from the train seed, as in the pipeline's held-out split
-COLUMNS = ("accuracy", "grounding_acc50", "mean_box_reward", "depth_consistency", "format_validity")
+COLUMNS = ("accuracy", "grounding_acc50", "mean_box_reward", "depth_consistency", "format_validity", "copy_rate")
+# An object name of the synthetic scenes ("yellow pyramid"): the copy rate is the share of held-out items
+# whose first <text> names every object of the question (docs/benchmarks.md: a random tiny LM copies none).
+NAME = re.compile(r"\b(" + "|".join(COLORS) + r") (" + "|".join(SHAPES) + r")\b")
+
+
+def copy_rate(records: list[dict], preds: list[str]) -> float:
+    hits = []
+    for r, p in zip(records, preds, strict=True):
+        asked = set(NAME.findall(r["problem"]))
+        if asked:
+            first = re.search(r"<text>(.*?)</text>", p or "", re.S)
+            hits.append(bool(first) and asked <= set(NAME.findall(first.group(1))))
+    return sum(hits) / max(1, len(hits))
 
 
 def evaluate(cfg: RunConfig, model_dir: Path, eval_dir: Path, records: list[dict]) -> dict[str, float]:
@@ -50,7 +65,7 @@ def evaluate(cfg: RunConfig, model_dir: Path, eval_dir: Path, records: list[dict
                        normalized_solution_round=[r["normalized_solution_round"] for _, r in with_boxes])
     return {"accuracy": m["accuracy"], "grounding_acc50": m["grounding_acc50"],
             "mean_box_reward": sum(boxes) / max(1, len(boxes)), "depth_consistency": m["depth_consistency"],
-            "format_validity": m["format_validity"]}
+            "format_validity": m["format_validity"], "copy_rate": copy_rate(records, preds)}
 
 
 def mean_std(values: list[float]) -> str:

@@ -121,6 +121,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from sifthinker.config import RunConfig
 
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    cfg.model.tiny.pretrain_steps = 0  # servers need a model folder, not a skill (test_model covers it)
     root = tmp_path_factory.mktemp("tiny-model")
     corpus = [
         "<think><area>[{\"bbox_2d\":[0,0,1,1],\"depth\":0.5}]</area><text>the whole image</text></think>"

@@ -28,6 +28,7 @@ CORPUS = [TRACE, f"Original image: \nDepth image: \nWhich is closer to the camer
 def small_cfg() -> RunConfig:
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
     cfg.model.tiny.hidden_size, cfg.model.tiny.intermediate_size = 32, 64  # fast tests; same structure
+    cfg.model.tiny.pretrain_steps = 0  # structure tests; the copy pre-training has its own test
     return cfg
 
 
@@ -217,3 +218,42 @@ def test_ensure_base_model_builds_once_and_passes_other_bases_through(tmp_path, 
     assert ensure_base_model(cfg2, data) == "Qwen/Qwen2.5-VL-7B-Instruct"
     with pytest.raises(FileNotFoundError, match="no records.json in .*nowhere: the tiny model's tokenizer needs"):
         ensure_base_model(cfg, tmp_path / "nowhere")
+
+
+WORDS = "red green blue yellow purple orange gray cube sphere cylinder cone pyramid left right closer farther".split()
+
+
+def _copies(model, tokenizer, spans: list[str]) -> float:
+    """Share of spans the model repeats exactly (greedy) after reading them once."""
+    import torch
+
+    hits = 0
+    for span in spans:
+        ids = tokenizer(span + "\n", add_special_tokens=False, return_tensors="pt")["input_ids"]
+        want = tokenizer(span, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(want),
+                                 do_sample=False)
+        hits += out[0, ids.shape[1]:].tolist() == want
+    return hits / len(spans)
+
+
+@pytest.mark.slow
+def test_copy_pretraining_teaches_the_random_lm_to_repeat_what_it_read(tmp_path):
+    import random
+
+    r = random.Random(0)
+    corpus = [" ".join(r.choice(WORDS) for _ in range(20)) for _ in range(200)]  # random word strings
+    held_out = [" ".join(r.choice(WORDS) for _ in range(r.randint(4, 10))) for _ in range(20)]
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    steps = cfg.model.tiny.pretrain_steps  # the demo's setting: the copy circuit forms after ~500 steps
+    assert steps > 0
+    cfg.model.tiny.pretrain_steps = 0
+    random_dir = build_tiny_model(cfg, tmp_path / "random", corpus)
+    cfg.model.tiny.pretrain_steps = steps
+    trained_dir = build_tiny_model(cfg, tmp_path / "trained", corpus)
+    before, proc = load_model(random_dir, cfg)
+    after, _ = load_model(trained_dir, cfg)
+    # Random weights repeat nothing; after pre-training the held-out spans (never seen) come back verbatim.
+    assert _copies(before, proc.tokenizer, held_out) == 0.0
+    assert _copies(after, proc.tokenizer, held_out) >= 0.8

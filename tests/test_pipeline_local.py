@@ -37,6 +37,7 @@ def small_recipe() -> RunConfig:
         cfg,
         name="local-gate-test",
         data=r(cfg.data, num_train=12, num_eval=6),
+        model=r(cfg.model, tiny=r(cfg.model.tiny, pretrain_steps=5)),  # the path, not the skill
         sft=r(cfg.sft, epochs=1.0, per_device_batch_size=4, logging_steps=1),
         grpo=r(cfg.grpo, num_items=4, num_generations=2, per_device_batch_size=2, max_completion_length=24,
                max_steps=2),

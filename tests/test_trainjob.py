@@ -232,6 +232,7 @@ class KubeStandIn:
 # ---- fixtures --------------------------------------------------------------------------------------
 def _cfg(work: Path, **platform) -> RunConfig:
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    cfg.model.tiny.pretrain_steps = 0  # the copy pre-training has its own test (test_model)
     tj = dataclasses.replace(cfg.platform.train_job, enabled=True, poll_seconds=0.05)
     plat = dataclasses.replace(cfg.platform, **{"workspace_pvc": "sifthinker-workspace", "train_job": tj, **platform})
     return dataclasses.replace(cfg, work_dir=str(work), platform=plat)

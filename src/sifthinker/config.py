@@ -21,11 +21,13 @@ from typing import Any
 import yaml
 
 from sifthinker.data_config import DataConfig, DepthConfig  # the data and depth sections (module size)
+from sifthinker.model_config import LoraConfig, ModelConfig, TinyModelConfig  # noqa: F401 (re-exported)
 from sifthinker.names import BENCHMARKS, PARITY_MODES, REWARDS, Env
 from sifthinker.schema import ConfigError, FieldDoc, build, read_yaml
 from sifthinker.schema import describe_fields as _describe
 
-__all__ = ["ConfigError", "DataConfig", "DepthConfig", "FieldDoc", "RunConfig", "describe_fields"]
+__all__ = ["ConfigError", "DataConfig", "DepthConfig", "FieldDoc", "LoraConfig", "ModelConfig", "RunConfig",
+           "TinyModelConfig", "describe_fields"]
 
 
 def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
@@ -40,48 +42,6 @@ _DNS1123 = (r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS-1123 label (lower-case
 _SUBDOMAIN = (r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", "a DNS-1123 subdomain (lower-case letters, digits, '-', '.')")
 _QUANTITY = (r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?", "a Kubernetes quantity such as 500m, 16Gi")
 _ENV_NAME = (r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")
-
-
-@dataclass
-class TinyModelConfig:
-    """Shape of the locally built tiny Qwen2.5-VL (random weights; only for CPU runs and tests)."""
-
-    hidden_size: int = _f(64, "Language model hidden size.", ge=1)
-    intermediate_size: int = _f(128, "Language model MLP size.", ge=1)
-    num_layers: int = _f(2, "Language model layers.", ge=1)
-    num_heads: int = _f(4, "Attention heads.", ge=1)
-    num_kv_heads: int = _f(2, "Key/value heads (grouped-query attention).", ge=1)
-    vision_hidden_size: int = _f(32, "Vision tower hidden size.", ge=1)
-    vision_depth: int = _f(1, "Vision tower blocks.", ge=1)
-    vision_heads: int = _f(2, "Vision tower attention heads.", ge=1)
-    vocab_size: int = _f(1000, "Size of the locally trained tokenizer's vocabulary.", ge=1)
-    rope_theta: float = _f(1_000_000.0, "Rotary base of the language model. Qwen's 1e6 leaves a tiny head's "
-                                        "image-width rotary section (its lowest frequencies) nearly constant.", gt=1)
-    tie_word_embeddings: bool = _f(False, "Share the input embedding and the output head (as Qwen2.5-VL-3B does).")
-    seed: int = _f(0, "Seed of the random initial weights.", ge=0)
-
-
-@dataclass
-class LoraConfig:
-    r: int = _f(8, "LoRA rank.", ge=1)
-    alpha: int = _f(16, "LoRA alpha (the update is scaled by alpha / r).", ge=1)
-    dropout: float = _f(0.0, "Dropout on the LoRA input.", ge=0, lt=1)
-    target_modules: str | list[str] = _f("all-linear", "Modules that get adapters: 'all-linear' or a list of "
-                                                       "module names.", nonempty=True)
-
-
-@dataclass
-class ModelConfig:
-    base: str = _f("tiny", "'tiny' builds the tiny model; otherwise a hub id or a local folder.", nonempty=True)
-    cache_dir: str = _f("models", "Where built and downloaded base models are kept (under work_dir).", nonempty=True)
-    min_pixels: int = _f(56 * 56, "Smallest image area (pixels) after the processor's resize.", ge=1)
-    max_pixels: int = _f(112 * 112, "Largest image area (pixels) after the processor's resize.",
-                         ge_field="min_pixels")
-    torch_dtype: str = _f("float32", "Weight dtype.", choices=("float32", "bfloat16", "float16", "auto"))
-    attn_implementation: str = _f("sdpa", "transformers attention implementation (sdpa, eager, "
-                                          "flash_attention_2).", nonempty=True)
-    freeze_vision: bool = _f(True, "Keep the vision tower and projector frozen in training.")
-    tiny: TinyModelConfig = _f(help="Shape of the tiny model (used when base is 'tiny').", factory=TinyModelConfig)
 
 
 @dataclass

@@ -135,6 +135,10 @@ def build_tiny_model(cfg: RunConfig, out_dir: Path, corpus: Iterable[str]) -> Pa
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    if tiny.pretrain_steps:
+        from sifthinker.model.pretrain import copy_pretrain
+
+        copy_pretrain(model, tokenizer, texts, tiny.pretrain_steps, seed=tiny.seed)
     model.generation_config = GenerationConfig(
         bos_token_id=ids[PAD_TOKEN],
         eos_token_id=[ids[EOS_TOKEN], ids[PAD_TOKEN]],  # Qwen2.5-VL-Instruct stops on either
