@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,12 @@ from sifthinker.model_config import LoraConfig, ModelConfig, TinyModelConfig  # 
 from sifthinker.names import BENCHMARKS, PARITY_MODES, REWARDS, Env
 from sifthinker.schema import ConfigError, FieldDoc, build, read_yaml
 from sifthinker.schema import describe_fields as _describe
+from sifthinker.schema import doc_field as _f
 
 __all__ = ["ConfigError", "DataConfig", "DepthConfig", "FieldDoc", "LoraConfig", "ModelConfig", "RunConfig",
            "TinyModelConfig", "describe_fields"]
 
 
-def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
-       **rules: Any) -> Any:
-    """A dataclass field with TRL-style ``metadata={"help": ...}`` and its value constraints."""
-    return field(default=default, default_factory=factory, metadata={"help": help, **rules})
 
 
 # Kubernetes syntax, checked here so that a typo fails at load time, not at submission.

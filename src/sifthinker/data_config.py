@@ -5,19 +5,11 @@ carries ``help`` and its constraints, checked by :mod:`sifthinker.schema` when a
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from sifthinker.names import DEPTH_PROVIDERS
 from sifthinker.schema import ConfigError
-
-
-def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
-       **rules: Any) -> Any:
-    """A dataclass field with ``metadata={"help": ...}`` and its value constraints (as in sifthinker.config)."""
-    return field(default=default, default_factory=factory, metadata={"help": help, **rules})
-
+from sifthinker.schema import doc_field as _f
 
 # The data build's sources (sifthinker.data.sources), depth choices and narrators; "mix" combines `sources`.
 DATA_SOURCES = ("synthetic", "sif50k", "viscot", "tallyqa", "jsonl")

@@ -5,15 +5,9 @@ carries ``help`` and its constraints, checked by :mod:`sifthinker.schema` when a
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-
-def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
-       **rules: Any) -> Any:
-    """A dataclass field with ``metadata={"help": ...}`` and its value constraints (as in sifthinker.config)."""
-    return field(default=default, default_factory=factory, metadata={"help": help, **rules})
+from sifthinker.schema import doc_field as _f
 
 
 @dataclass
@@ -36,7 +30,8 @@ class TinyModelConfig:
     pretrain_steps: int = _f(0, "Steps of text pre-training on copying (sifthinker.model.pretrain) before the "
                                 "model is saved: a stand-in for a hub checkpoint's pre-training. A random LM "
                                 "never learns from a few hundred SFT items to copy the question's object names "
-                                "into its trace; 300 steps (~20 s on 2 cores) teach it. 0: random weights.", ge=0)
+                                "into its trace; 800 steps (~50 s on 2 cores) teach it, 300 do not. 0: random "
+                                "weights.", ge=0)
 
 
 @dataclass

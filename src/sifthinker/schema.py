@@ -4,7 +4,7 @@
 enforces each field's metadata constraints (``ge``, ``gt``, ``le``, ``lt``, ``choices``, ``pattern``,
 ``nonempty``, ``keys``, ``any_positive``, ``ge_field``, ``allow``) on every section it builds.
 :func:`read_yaml` reads a file strictly (a key given twice is an error), :func:`describe_fields` lists
-every key with its type, default and help.
+every key with its type, default and help. :func:`doc_field` declares such a field.
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+
+
+def doc_field(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+              **rules: Any) -> Any:
+    """A dataclass field with TRL-style ``metadata={"help": ...}`` and its value constraints (checked by
+    :func:`build`); every recipe section declares its fields with it."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help, **rules})
 
 
 class ConfigError(ValueError):

@@ -8,8 +8,8 @@ small LM forms quickly on short sequences made only of copies and slowly, if at 
 tokens are a few of a 300-token trace. So before the tiny model is saved, it is trained for a few hundred
 steps to repeat spans of its tokenizer corpus (the training prompts and traces) in which about half the
 words are replaced at random: a sequence is a span, a newline, and the same span again, with the loss on
-the repeat. The weights then load through the same
-code path as any checkpoint; only the tiny builder calls this.
+the repeat. The weights then load through the same code path as any checkpoint; only the tiny builder
+calls this.
 """
 
 from __future__ import annotations
