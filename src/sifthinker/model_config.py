@@ -32,6 +32,12 @@ class TinyModelConfig:
                                 "never learns from a few hundred SFT items to copy the question's object names "
                                 "into its trace; 800 steps (~50 s on 2 cores) teach it, 300 do not. 0: random "
                                 "weights.", ge=0)
+    ground_steps: int = _f(0, "Steps of grounding pre-training (sifthinker.model.ground_pretrain) after the "
+                              "copy pre-training: 'Where is the <object>?' answered with its box and depth on "
+                              "fresh synthetic scenes, vision tower trained. A stand-in for a hub checkpoint's "
+                              "grounding pre-training: SFT alone never teaches the random model to read a "
+                              "box off the image. Needs rope_theta ~10 (the image rows and columns must be "
+                              "told apart). 0: none.", ge=0)
 
 
 @dataclass

@@ -139,6 +139,10 @@ def build_tiny_model(cfg: RunConfig, out_dir: Path, corpus: Iterable[str]) -> Pa
         from sifthinker.model.pretrain import copy_pretrain
 
         copy_pretrain(model, tokenizer, texts, tiny.pretrain_steps, seed=tiny.seed)
+    if tiny.ground_steps:
+        from sifthinker.model.ground_pretrain import grounding_pretrain
+
+        grounding_pretrain(model, processor, tiny.ground_steps, cfg.data.width, cfg.data.height, seed=tiny.seed)
     model.generation_config = GenerationConfig(
         bos_token_id=ids[PAD_TOKEN],
         eos_token_id=[ids[EOS_TOKEN], ids[PAD_TOKEN]],  # Qwen2.5-VL-Instruct stops on either
@@ -178,7 +182,8 @@ def tiny_fingerprint(cfg: RunConfig, corpus: list[str]) -> str:
     """A short hash of everything that determines the built model: tiny config, pixels, corpus, builder."""
     h = hashlib.sha256()
     meta = {"tiny": asdict(cfg.model.tiny), "min_pixels": cfg.model.min_pixels,
-            "max_pixels": cfg.model.max_pixels, "builder": BUILDER_VERSION}
+            "max_pixels": cfg.model.max_pixels, "builder": BUILDER_VERSION,
+            "scenes": [cfg.data.width, cfg.data.height] if cfg.model.tiny.ground_steps else None}
     h.update(json.dumps(meta, sort_keys=True).encode())
     for text in corpus:
         h.update(text.encode("utf-8"))
