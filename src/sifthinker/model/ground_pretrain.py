@@ -4,8 +4,9 @@ Qwen2.5-VL-7B arrives able to point: asked where an object is, it writes its box
 from random weights, and its image tokens carry no absolute position (the vision tower has only relative
 2D rotary position, and the patch embedding is a convolution without padding), so a box can only be read
 through the language model's M-RoPE, relative to an anchor such as ``<|vision_start|>``. A small model
-finds that circuit after a few hundred steps of a task made only of it, and not within the SFT budget
-when a box is a few of a trace's ~300 tokens (measured: grounding Acc@0.5 0.0 after SFT; docs/benchmarks.md).
+finds that circuit for a lone object after 600-1200 steps of a task made only of it, and not within the
+SFT budget when a box is a few of a trace's ~300 tokens (grounding Acc@0.5 0.0 after SFT). For a named
+object among several, 1500 steps were not enough (docs/benchmarks.md), so no recipe turns this on yet.
 
 So after the copy pre-training and before the tiny model is saved, it is trained on fresh synthetic
 scenes to answer "Where is the <colour> <shape>?" with ``the <colour> <shape>: [{"bbox_2d":[...],
