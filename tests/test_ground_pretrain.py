@@ -37,6 +37,7 @@ def test_an_example_asks_for_one_named_object_and_targets_its_pixels_box_and_dep
         assert rgb.size == depth_image.size == (W, H)
     assert crowds == {1, 2, 3, 4}  # lone objects, pairs/triples and crowded scenes all occur
     assert grounding_item(5, W, H)[:2] == grounding_item(5, W, H)[:2]  # deterministic per seed
+    assert all(len(ground_scene(s, W, H, alone=True)[0].objects) == 1 for s in range(10))
 
 
 def _cfg(ground_steps: int) -> RunConfig:
@@ -56,7 +57,9 @@ def test_labels_cover_the_target_only_and_the_steps_lower_the_loss(tmp_path):
         kept = [t for t, lab in zip(row.tolist(), labels.tolist(), strict=True) if lab != -100]
         assert proc.tokenizer.decode(kept).startswith(target + "<|im_end|>")
     first = float(model(**enc).loss)
-    last = grounding_pretrain(model, proc, 40, W, H, log_every=40)
+    logged: list[int] = []
+    last = grounding_pretrain(model, proc, 40, W, H, log_every=20, alone_steps=10, on_log=logged.append)
+    assert logged == [20, 40]
     # 40 steps only start on the format tokens (6.9 -> 5.4 measured); boxes take hundreds (docs/benchmarks.md).
     assert last < first - 1.0
 

@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,15 +36,17 @@ WARMUP = 20
 SEED_OFFSET = 7_000_000  # scene seeds far from the data builds' (train seed * 1e6 + index, eval 100000)
 
 
-def ground_scene(seed: int, width: int, height: int) -> tuple[Any, Any]:
-    """The scene of ``seed`` and the object its example asks about (visible, its name unique in the scene)."""
+def ground_scene(seed: int, width: int, height: int, alone: bool = False) -> tuple[Any, Any]:
+    """The scene of ``seed`` and the object its example asks about (visible, its name unique in the scene).
+
+    ``alone``: a scene of that one object (benchmarks/ground_probe.py's first stage)."""
     from sifthinker.scenes import generate_scene
     from sifthinker.scenes.model import MIN_VISIBLE_PIXELS
 
     # A third of the scenes hold one object, a third two or three, a third the builder's 3-8: alone, an
     # object's box is learnt first (measured: ~500 steps), and the crowded scenes teach picking it by name.
     rng = random.Random(seed)
-    crowd = rng.choice(((1,), (2, 3), (None,)))
+    crowd = (1,) if alone else rng.choice(((1,), (2, 3), (None,)))
     scene = generate_scene(seed, width, height, num_objects=rng.choice(crowd))
     names: dict[str, int] = {}
     for o in scene.objects:
@@ -53,14 +56,14 @@ def ground_scene(seed: int, width: int, height: int) -> tuple[Any, Any]:
     return scene, rng.choice(objs)
 
 
-def grounding_item(seed: int, width: int, height: int) -> tuple[str, str, list[Any]]:
+def grounding_item(seed: int, width: int, height: int, alone: bool = False) -> tuple[str, str, list[Any]]:
     """One example: (question, target, [RGB image, colour depth image]) for the scene of ``seed``."""
     from PIL import Image
 
     from sifthinker.data.trajectory import normalize_boxes
     from sifthinker.depth import colorize, mean_depth
 
-    scene, obj = ground_scene(seed, width, height)
+    scene, obj = ground_scene(seed, width, height, alone)
     (box,) = normalize_boxes([obj.box], width, height)
     area = {"bbox_2d": list(box), "depth": round(mean_depth(scene.depth, box), 3)}
     target = f"the {obj.name}: [{json.dumps(area, separators=(',', ':'))}]"
@@ -88,8 +91,13 @@ def _batch(processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[str,
 
 
 def grounding_pretrain(model: PreTrainedModel, processor: Any, steps: int, width: int, height: int,
-                       seed: int = 0, log_every: int = 50) -> float:
-    """Train ``model`` in place to box named objects; returns the last logged step's loss."""
+                       seed: int = 0, log_every: int = 50, alone_steps: int = 0,
+                       on_log: Callable[[int], None] | None = None) -> float:
+    """Train ``model`` in place to box named objects; returns the last logged step's loss.
+
+    ``alone_steps``: the first steps show one object per scene (a curriculum; measured, it did not help
+    with crowded scenes). ``on_log(step)``: called after each logged step (benchmarks/ground_probe.py
+    evaluates there; it must leave the model in train mode)."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -102,7 +110,8 @@ def grounding_pretrain(model: PreTrainedModel, processor: Any, steps: int, width
         torch.manual_seed(seed)
         for step in range(1, steps + 1):
             first = SEED_OFFSET + seed * 1_000_000 + (step - 1) * BATCH_SIZE
-            enc = _batch(processor, [grounding_item(first + k, width, height) for k in range(BATCH_SIZE)])
+            alone = step <= alone_steps
+            enc = _batch(processor, [grounding_item(first + k, width, height, alone) for k in range(BATCH_SIZE)])
             out = model(**enc)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -113,5 +122,7 @@ def grounding_pretrain(model: PreTrainedModel, processor: Any, steps: int, width
                 loss = out.loss.item()
                 log.info("grounding pre-training step %d/%d: loss %.3f (%.0f s)", step, steps, loss,
                          time.monotonic() - t0)
+                if on_log is not None:
+                    on_log(step)
     model.eval()
     return loss
