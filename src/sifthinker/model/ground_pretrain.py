@@ -100,10 +100,9 @@ def grounding_pretrain(model: PreTrainedModel, processor: Any, steps: int, width
     evaluates there; it must leave the model in train mode)."""
     import torch
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=0.0)
-    # Linear warm-up, then linear decay to 5%, as the copy pre-training.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP) * max(0.05, 1 - s / steps))
+    from sifthinker.model.pretrain import optimizer_step
+
+    step_fn = optimizer_step(model, LEARNING_RATE, WARMUP, steps)
     model.train()
     loss, t0 = float("nan"), time.monotonic()
     with torch.random.fork_rng(devices=[]):
@@ -113,11 +112,7 @@ def grounding_pretrain(model: PreTrainedModel, processor: Any, steps: int, width
             alone = step <= alone_steps
             enc = _batch(processor, [grounding_item(first + k, width, height, alone) for k in range(BATCH_SIZE)])
             out = model(**enc)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            step_fn(out.loss)
             if step % log_every == 0 or step == steps:
                 loss = out.loss.item()
                 log.info("grounding pre-training step %d/%d: loss %.3f (%.0f s)", step, steps, loss,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -47,6 +47,26 @@ def copy_spans(texts: Sequence[list[str]], words: Sequence[str], rng: random.Ran
     return " ".join(rng.choice(words) if w.isalpha() and rng.random() < 0.5 else w for w in text[start:start + n])
 
 
+def optimizer_step(model: PreTrainedModel, lr: float, warmup: int, steps: int) -> Callable[[Any], None]:
+    """The pre-trainings' update: AdamW over the trainable parameters, gradients clipped to norm 1, linear
+    warm-up then linear decay to 5% over ``steps`` (a short run must end calm, not at peak rate). Returns a
+    function that takes one step on a loss."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / steps))
+
+    def step(loss: Any) -> None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def copy_pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus: Sequence[str],
                   steps: int, seed: int = 0, log_every: int = 50) -> float:
     """Train ``model`` in place to repeat corpus spans; returns the last step's token accuracy on the repeats."""
@@ -57,10 +77,7 @@ def copy_pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, co
     if not words:
         raise ValueError("copy pre-training needs a corpus with words in it")
     rng = random.Random(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=0.0)
-    # Linear warm-up, then linear decay to 5%: a short run must end calm, not at peak rate.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP) * max(0.05, 1 - s / steps))
+    step_fn = optimizer_step(model, LEARNING_RATE, WARMUP, steps)
     pad = tokenizer.pad_token_id
     model.train()
     accuracy, t0 = 0.0, time.monotonic()
@@ -79,11 +96,7 @@ def copy_pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, co
             mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
             target = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
             out = model(input_ids=ids, attention_mask=mask, labels=target)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            step_fn(out.loss)
             if step % log_every == 0 or step == steps:
                 with torch.no_grad():
                     pred, gold = out.logits[:, :-1].argmax(-1), target[:, 1:]
