@@ -64,8 +64,15 @@ def test_labels_cover_the_target_only_and_the_steps_lower_the_loss(tmp_path):
     assert last < first - 1.0
 
 
-def test_the_builder_runs_it_and_the_cache_key_knows_it():
-    corpus = ["Where is the red cube? the red cube"]
+def test_the_builder_runs_it_and_the_cache_key_knows_it(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    corpus = [" ".join(grounding_item(s, W, H)[:2]) for s in range(20)]
+    plain = load_file(build_tiny_model(_cfg(0), tmp_path / "plain", corpus) / "model.safetensors")
+    grounded = load_file(build_tiny_model(_cfg(2), tmp_path / "grounded", corpus) / "model.safetensors")
+    changed = [k for k in plain if not torch.equal(plain[k], grounded[k])]
+    assert any(k.startswith("visual.") for k in changed) and any(k.startswith("model.layers.") for k in changed)
     keys = {tiny_fingerprint(_cfg(n), corpus) for n in (0, 1, 2)}
     assert len(keys) == 3
     cfg = _cfg(1)

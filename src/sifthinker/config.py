@@ -31,8 +31,6 @@ __all__ = ["ConfigError", "DataConfig", "DepthConfig", "FieldDoc", "LoraConfig",
            "TinyModelConfig", "describe_fields"]
 
 
-
-
 # Kubernetes syntax, checked here so that a typo fails at load time, not at submission.
 _DNS1035 = (r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS-1035 label (lower-case letters, digits, '-'; a letter first)")
 _DNS1123 = (r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS-1123 label (lower-case letters, digits, '-')")

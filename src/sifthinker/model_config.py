@@ -36,8 +36,9 @@ class TinyModelConfig:
                               "copy pre-training: 'Where is the <object>?' answered with its box and depth on "
                               "fresh synthetic scenes, vision tower trained. A stand-in for a hub checkpoint's "
                               "grounding pre-training: SFT alone never teaches the random model to read a "
-                              "box off the image. Needs rope_theta ~10 (the image rows and columns must be "
-                              "told apart). 0: none.", ge=0)
+                              "box off the image. Measured with rope_theta 10 (at Qwen's 1e6 a tiny head "
+                              "barely tells image columns apart); 1500 steps did not teach crowded scenes "
+                              "(docs/benchmarks.md). 0: none.", ge=0)
 
 
 @dataclass

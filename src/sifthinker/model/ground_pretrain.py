@@ -44,7 +44,7 @@ def ground_scene(seed: int, width: int, height: int, alone: bool = False) -> tup
     from sifthinker.scenes.model import MIN_VISIBLE_PIXELS
 
     # A third of the scenes hold one object, a third two or three, a third the builder's 3-8: alone, an
-    # object's box is learnt first (measured: ~500 steps), and the crowded scenes teach picking it by name.
+    # object's box is learnt first (measured: 600-1200 steps), the crowded scenes ask to pick it by name.
     rng = random.Random(seed)
     crowd = (1,) if alone else rng.choice(((1,), (2, 3), (None,)))
     scene = generate_scene(seed, width, height, num_objects=rng.choice(crowd))
