@@ -1,7 +1,7 @@
 """Writing folders to ``s3://`` (training checkpoints), beside :func:`sifthinker.storage.localize`.
 
-The S3 client, endpoint and credentials are :mod:`sifthinker.storage`'s (``AWS_ENDPOINT_URL_S3`` or
-``AWS_ENDPOINT_URL`` for MinIO, moto, any S3-compatible store). A folder is written object by object,
+The S3 client, endpoint and credentials are :mod:`sifthinker.s3_endpoint`'s (through
+:mod:`sifthinker.storage`), as for every other S3 reader. A folder is written object by object,
 so a reader must not trust one that lacks its marker file: callers write the marker last.
 Every failure is a :class:`~sifthinker.storage.StorageError` with a one-line message.
 """
