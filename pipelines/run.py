@@ -44,6 +44,9 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path) -> Path:
     the ``recipe`` parameter, the platform settings (images, GPUs, ...) as the task configuration."""
     from kfp import compiler
 
+    from sifthinker.step_access import check_cluster_sizes
+
+    check_cluster_sizes(cfg)  # a compiled pipeline is for a cluster (a local run builds its own)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline_func=_pipeline(cfg), package_path=str(out))

@@ -31,7 +31,7 @@ from sifthinker.schema import ConfigError
 from sifthinker.storage import is_s3
 
 __all__ = ["DEFAULT_REQUESTS", "SERVICE_VARS", "SecretBinding", "SecretMissing", "Service", "StepAccess",
-           "container_env", "eval_gpu_budget", "secret_bindings", "service_of", "step_access", "step_requests"]
+           "check_cluster_sizes", "container_env", "eval_gpu_budget", "secret_bindings", "service_of", "step_access", "step_requests"]
 
 
 class Service(StrEnum):
@@ -202,13 +202,11 @@ def step_requests(cfg: RunConfig, step: str) -> tuple[str, str]:
     """(cpu, memory) of ``step`` when it runs without GPUs: ``platform.requests[step]`` over the defaults.
 
     build-data asks for one CPU per build worker (and 2Gi of memory each), so its workers never outnumber
-    its cores; ``data.workers: 0`` (one per core) has no size a pod could ask for and is a ConfigError.
+    its cores. ``data.workers: 0`` (one per core: a local run's choice) keeps the default; a cluster
+    compile refuses it (:func:`check_cluster_sizes`).
     """
     cpu, memory = DEFAULT_REQUESTS[step]
-    if step == Stage.BUILD_DATA:
-        if cfg.data.workers == 0:
-            raise ConfigError("recipe.data.workers: 0 (one per core) sees the node's cores, not the step's "
-                              "request; give a number on a cluster")
+    if step == Stage.BUILD_DATA and cfg.data.workers:
         cpu = str(cfg.data.workers)
         memory = f"{8 + BUILD_MEMORY_PER_WORKER_GI * cfg.data.workers}Gi"
     own = cfg.platform.requests.get(step)
@@ -218,6 +216,13 @@ def step_requests(cfg: RunConfig, step: str) -> tuple[str, str]:
         raise ConfigError(f"recipe.platform.requests.build-data.cpu: {own.cpu} is fewer than data.workers "
                           f"({cfg.data.workers}); the workers would share cores")
     return cpu, memory
+
+
+def check_cluster_sizes(cfg: RunConfig) -> None:
+    """What a cluster compile needs beyond a local run: a build worker count a pod can ask CPUs for."""
+    if cfg.data.workers == 0:
+        raise ConfigError("recipe.data.workers: 0 (one per core) would count the node's cores, not the "
+                          "build-data step's CPU request; give a number for a cluster")
 
 
 def _cpus(q: str) -> float:
