@@ -45,7 +45,7 @@ from kfp.dsl import PipelineTask
 
 from sifthinker.config import ConfigError, GPUConfig, RunConfig
 from sifthinker.names import STAGES, TRAINING_STAGES, Env, Stage
-from sifthinker.step_access import eval_gpu_budget, secret_bindings, step_requests
+from sifthinker.step_access import eval_gpu_budget, secret_bindings, step_access, step_requests
 from sifthinker.trainjob import WORKSPACE_MOUNT
 
 SHM_VOLUME = "dshm"
@@ -171,3 +171,23 @@ def apply_gpu(task: PipelineTask, gpu: GPUConfig) -> PipelineTask:
         kubernetes.empty_dir_mount(task, volume_name=SHM_VOLUME, mount_path=SHM_MOUNT, medium="Memory",
                                    size_limit=gpu.shm_size)
     return task
+
+
+def steps_table(cfg: RunConfig) -> str:
+    """A Markdown table of what each step gets on a cluster: the services it touches, its secret keys
+    (optional ones marked ``?``) and its requests (docs/cluster.md shows it for the 7B recipe)."""
+    rows = ["| step | touches | secret keys (`?`: optional) | GPUs | CPU | memory |", "|---|---|---|---|---|---|"]
+    for step in STAGES:
+        access = step_access(cfg, step)
+        by_secret: dict[str, list[str]] = {}
+        for b in secret_bindings(cfg, step):
+            by_secret.setdefault(b.secret, []).append(f"{b.key}{'?' if b.optional else ''}")
+        keys = "; ".join(f"`{name}`: {', '.join(ks)}" for name, ks in by_secret.items()) or "none"
+        touched = ", ".join(sorted(access.services)) or "artifacts only"
+        if is_gpu_step(cfg, step):
+            g = eval_gpu(cfg) if step == Stage.EVALUATE else cfg.platform.gpu
+            gpus, cpu, memory = str(g.count), g.cpu or "-", g.memory or "-"
+        else:
+            (cpu, memory), gpus = step_requests(cfg, step), "0"
+        rows.append(f"| {step} | {touched} | {keys} | {gpus} | {cpu} | {memory} |")
+    return "\n".join(rows)

@@ -246,3 +246,16 @@ def test_evaluation_fan_out_is_capped_within_training_gpus(compiled):
         assert at_once <= training, f"{recipe}: evaluation asks {at_once} GPUs at once, training {training}"
         if "7b" in recipe:
             assert 1 <= per_step <= 2, f"{recipe}: a 7B model evaluates on 1-2 GPUs, not {per_step}"
+
+
+def test_the_docs_table_is_the_7b_recipes(compiled):
+    from pipelines.platform import steps_table
+
+    cfg, c = compiled["qwen2.5-vl-7b-8gpu"]
+    table = steps_table(cfg)
+    assert table in (ROOT / "docs" / "cluster.md").read_text(), "docs/cluster.md: paste pipelines.platform.steps_table"
+    for line in table.splitlines()[2:]:  # and the table says what the compiled YAML asks for
+        step, _, _, gpus, cpu, memory = (f.strip() for f in line.strip("|").split("|"))
+        res = c.container(step)["resources"]
+        assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == (cpu, memory), step
+        assert res.get("accelerator", {}).get("resourceCount", "0") == gpus, step
