@@ -84,12 +84,17 @@ def worker_command(stage: str, files: JobFiles, train_dir: str, model: str, max_
     return cmd + (["--max-steps", str(max_steps)] if max_steps else [])
 
 
-def _env(cfg: RunConfig) -> list[dict[str, Any]]:
+def _env(cfg: RunConfig, stage: str) -> list[dict[str, Any]]:
+    from sifthinker.step_access import secret_bindings  # (it imports this module's WORKSPACE_MOUNT lazily)
+
     env: list[dict[str, Any]] = [{"name": Env.WORK_DIR.value, "value": WORKSPACE_MOUNT}]
     env += [{"name": k, "value": str(v)} for k, v in cfg.platform.env.items() if k != Env.WORK_DIR.value]
-    for s in cfg.platform.secrets:  # the same credentials the KFP steps get (MLflow, S3, hub)
-        env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": key}}}
-                for key, var in s.env.items()]
+    # the keys the stage's KFP step would get, optional ones optional: a secret without them still starts
+    for b in secret_bindings(cfg, stage):
+        ref: dict[str, Any] = {"name": b.secret, "key": b.key}
+        if b.optional:
+            ref["optional"] = True
+        env.append({"name": b.env, "valueFrom": {"secretKeyRef": ref}})
     return env
 
 
@@ -151,7 +156,7 @@ def build_trainjob(cfg: RunConfig, stage: str, name: str, namespace: str, files:
     trainer: dict[str, Any] = {
         "image": p.gpu_image if p.gpu.count else p.image,
         "command": worker_command(stage, files, train_dir, model, max_steps),
-        "env": _env(cfg),
+        "env": _env(cfg, stage),
         "numNodes": p.nodes,
         "numProcPerNode": max(p.gpu.count, 1),
     }
