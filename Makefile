@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo lint mlflow-ui compile clean manifests images base-images pin-bases
+.PHONY: setup test test-fast test-containers demo lint mlflow-ui compile clean manifests images base-images pin-bases
 
 setup: $(STAMP)
 
@@ -26,10 +26,18 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not containers"
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not containers"
+
+# The container path with a real engine (tests/test_containers.py): builds the pipeline image, then runs the
+# suite (skipped with its reason when no engine answers). DOCKER, IMAGE_REGISTRY, BASES, CA_BUNDLE,
+# TORCH_INDEX_URL as for `make images`.
+test-containers: setup
+	$(MAKE) images IMAGES=sifthinker
+	DOCKER="$(DOCKER)" SIFTHINKER_IMAGE_REGISTRY="$(IMAGE_REGISTRY)" SIFTHINKER_IMAGE_TAG="$(IMAGE_TAG)" \
+	  $(BIN)/python -m pytest -m containers tests/test_containers.py
 
 # One line per stage on the console, everything else in work/logs/; `make demo VERBOSE=1` shows it all.
 demo: setup
