@@ -13,7 +13,7 @@ The images are found as ``$SIFTHINKER_IMAGE_REGISTRY/NAME:$IMAGE_TAG`` (default:
 The engine's CLI is ``$DOCKER`` (default ``docker``).
 """
 
-from __future__ import annotations
+# (no `from __future__ import annotations`: kfp reads the pipeline function's annotations as types)
 
 import json
 import os
@@ -193,7 +193,7 @@ def test_pipeline_steps_run_in_the_image_and_a_failing_step_fails_the_run(tmp_pa
                                 tmp_path / "root", env)
     steps = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
     assert steps == ["build-data", "validate-data"]
-    train = next((run_dir / "build-data").rglob("records.json"))
+    train = run_dir / "build-data" / "train_data" / "records.json"
     assert len(json.loads(train.read_text())) == 16
     for step in steps:  # written by the step itself, as the image's user
         assert (run_dir / step / "executor_output.json").stat().st_uid == 1000
