@@ -293,11 +293,21 @@ def run_in_containers(pipeline_func, arguments: dict[str, Any], pipeline_root: s
     return new[-1]
 
 
+def _host_paths(cfg: RunConfig) -> list[str]:
+    """The recipe's input paths that name this machine's file system (not a URI, not the workspace)."""
+    paths = [cfg.data.input, cfg.data.image_root] + [b.data for b in cfg.eval.benchmarks]
+    return [str(p) for p in paths if p and "://" not in str(p) and not str(p).startswith(CONTAINER_WORK_DIR)]
+
+
 def run_pipeline_in_containers(cfg: RunConfig, pipeline_root: str | Path, extra_env: dict[str, str] | None = None,
                                run_id: str | None = None) -> LocalRunResult:
     """The whole compiled pipeline of ``cfg`` in containers (:func:`run_in_containers`): every step in the
     image ``cfg.platform`` names, its environment from :func:`container_env` (``extra_env``: the service
     endpoints and credentials)."""
+    host_paths = _host_paths(cfg)
+    if host_paths:
+        raise ValueError("a container cannot read these paths of this machine (nothing of it is mounted, as on a "
+                         f"cluster): {', '.join(host_paths)}; put the data on S3 or in the workspace")
     run_id = run_id or f"docker-{_stamp()}-{uuid.uuid4().hex[:6]}"
     env = container_env(run_id, extra_env)
     platform = dataclasses.replace(cfg.platform, workspace_pvc=None, env={**cfg.platform.env, **env})

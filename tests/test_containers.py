@@ -34,7 +34,7 @@ REGISTRY = os.environ.get("SIFTHINKER_IMAGE_REGISTRY", BASES["IMAGE_REGISTRY"])
 TAG = os.environ.get("SIFTHINKER_IMAGE_TAG", BASES["IMAGE_TAG"])
 PIPELINE_IMAGE = f"{REGISTRY}/sifthinker:{TAG}"
 # The packages whose versions decide behaviour: an image must carry exactly the CI pins of these.
-PINNED = ("torch", "transformers", "trl", "kfp", "mlflow", "kserve")
+PINNED = ("torch", "torchvision", "transformers", "trl", "kfp", "mlflow", "kserve")
 
 
 def _engine_problem() -> str | None:
