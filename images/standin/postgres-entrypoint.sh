@@ -6,7 +6,9 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
   : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
   user=${POSTGRES_USER:-postgres}
   pw=$(mktemp); printf '%s\n' "$POSTGRES_PASSWORD" > "$pw"
-  initdb -D "$PGDATA" -U "$user" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  # UTF8 as the official image (its locale is en_US.utf8): with the minimal image's default, SQL_ASCII,
+  # psycopg 3 returns bytes and SQLAlchemy (MLflow's store) fails on the server version.
+  initdb -D "$PGDATA" -U "$user" --pwfile="$pw" -E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >/dev/null
   rm -f "$pw"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   db=${POSTGRES_DB:-$user}
