@@ -188,3 +188,21 @@ def test_no_dockerfile_needs_a_registry_the_bases_do_not_name(df):
     assert not re.search(r"^#\s*syntax=", text, re.M), df.name
     assert "dl.k8s.io" not in text and "download.pytorch.org" not in text.replace(
         "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu", ""), df.name
+
+
+@pytest.mark.parametrize("recipe", ["local.yaml", "qwen2.5-vl-7b-8gpu.yaml"])
+def test_the_compiled_pipeline_names_only_images_make_images_builds(recipe, tmp_path):
+    """Every executor image in the compiled YAML is one `make images` tags (registry, name and tag from
+    images/bases.env), so what a cluster pulls is what was built and pushed."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(REPO))
+    from pipelines.run import compile_pipeline
+
+    out = compile_pipeline(RunConfig.load(REPO / "recipes" / recipe), tmp_path / "p.yaml")
+    docs = list(yaml.safe_load_all(out.read_text()))
+    executors = docs[0]["deploymentSpec"]["executors"]
+    images = {ex["container"]["image"] for ex in executors.values()}
+    assert images and images <= set(built_images()), images - set(built_images())
