@@ -219,3 +219,16 @@ def test_a_step_without_its_executor_record_fails_the_run(tmp_path):
         check_outcomes(run)
     (run / "validate-data" / "executor_output.json").write_text("{}")
     assert sorted(check_outcomes(run)) == ["build-data", "evaluate", "validate-data"]
+
+
+@pytest.mark.parametrize("name", ["sifthinker-serve-cpu", "sifthinker-serve"])
+def test_the_serve_images_work_folder_is_writable_on_a_read_only_root(name):
+    """The serve image with nothing set but a /tmp (an emptyDir in a pod): its work folder (model cache,
+    logs) must be writable, as it was not when it defaulted to `work` under WORKDIR."""
+    ref = f"{REGISTRY}/{name}:{TAG}"
+    need_image(ref)
+    probe = ("from sifthinker.config import RunConfig; p = RunConfig().work_path / 'models'; "
+             "p.mkdir(parents=True); (p / 'x').write_text('ok'); print(p)")
+    out = docker("run", "--rm", "--read-only", "--tmpfs", "/tmp", ref, "python", "-c", probe, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().startswith("/tmp/")

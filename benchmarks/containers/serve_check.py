@@ -35,7 +35,7 @@ subprocess.run([D, "rm", "-f", "i19-serve"], capture_output=True)
 img = sys.argv[1]
 t0 = time.monotonic()
 subprocess.run([D, "run", "-d", "--name", "i19-serve", "--network", "host", "--read-only", "--tmpfs", "/tmp",
-                "-e", "SIFTHINKER_WORK_DIR=/tmp/sifthinker", "-e", "MLFLOW_TRACKING_URI=http://127.0.0.1:55000", "-e", "AWS_ACCESS_KEY_ID=testing",
+                "-e", "MLFLOW_TRACKING_URI=http://127.0.0.1:55000", "-e", "AWS_ACCESS_KEY_ID=testing",
                 "-e", "AWS_SECRET_ACCESS_KEY=testing", "-e", "MLFLOW_S3_ENDPOINT_URL=http://127.0.0.1:55555",
                 img, "sifthinker", "serve", "--model", f"models:/{name}@champion", "--host", "127.0.0.1",
                 "--port", "58080", "--name", name], check=True)
