@@ -44,9 +44,8 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 from sifthinker.config import ConfigError, GPUConfig, RunConfig
-from sifthinker.names import STAGES, TRAINING_STAGES, Env, Stage
+from sifthinker.names import STAGES, TRAINING_STAGES, WORKSPACE_MOUNT, Env, Stage
 from sifthinker.step_access import eval_gpu_budget, secret_bindings, step_access, step_requests
-from sifthinker.trainjob import WORKSPACE_MOUNT
 
 SHM_VOLUME = "dshm"
 SHM_MOUNT = "/dev/shm"

@@ -38,6 +38,10 @@ DEPTH_PROVIDERS: tuple[str, ...] = ("depth-anything-v2", "fake-gradient")
 # The four GRPO-SIF rewards (method spec, section 3), in the order TRL receives and logs them.
 REWARDS: tuple[str, ...] = ("format", "answer", "box", "depth")
 
+# Where a pipeline step and the training nodes mount platform.workspace_pvc (the step env model and the
+# TrainJob both name it, so it lives below both).
+WORKSPACE_MOUNT = "/workspace"
+
 
 class Env(StrEnum):
     """Environment variables the platform reads (values are the variable names)."""

@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 
 from sifthinker import s3_endpoint
 from sifthinker.config import RunConfig
-from sifthinker.names import STAGES, Env, Stage
+from sifthinker.names import STAGES, WORKSPACE_MOUNT, Env, Stage
 from sifthinker.schema import ConfigError
 from sifthinker.storage import is_s3
 
@@ -185,8 +185,6 @@ def container_env(cfg: RunConfig, step: str, secrets: Mapping[str, Mapping[str, 
     """
     env = {k: str(v) for k, v in cfg.platform.env.items()}
     if cfg.platform.workspace_pvc:
-        from sifthinker.trainjob import WORKSPACE_MOUNT
-
         env[Env.WORK_DIR.value] = WORKSPACE_MOUNT
     for b in secret_bindings(cfg, step):
         values = secrets.get(b.secret)

@@ -28,12 +28,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sifthinker.config import ConfigError, RunConfig
-from sifthinker.names import TRAINING_STAGES, Env
+from sifthinker.names import TRAINING_STAGES, WORKSPACE_MOUNT, Env
+from sifthinker.step_access import secret_bindings
 from sifthinker.training.common import TrainResult
 from sifthinker.trainjob_client import GROUP, NODE, VERSION, TrainJobClient, phase
 
 KIND, API_VERSION = "TrainJob", f"{GROUP}/{VERSION}"
-WORKSPACE_MOUNT = "/workspace"  # where the step and the training nodes mount platform.workspace_pvc
 CHECKPOINT_DIR = "checkpoints"  # under the work dir; platform.train_job.checkpoint_pvc is mounted there
 PATCH_MANAGER = "sifthinker.io/pipeline"  # our key in spec.runtimePatches (a list map keyed by manager)
 WORKER_MODULE = "sifthinker.training.worker"
@@ -85,7 +85,6 @@ def worker_command(stage: str, files: JobFiles, train_dir: str, model: str, max_
 
 
 def _env(cfg: RunConfig, stage: str) -> list[dict[str, Any]]:
-    from sifthinker.step_access import secret_bindings  # (it imports this module's WORKSPACE_MOUNT lazily)
 
     env: list[dict[str, Any]] = [{"name": Env.WORK_DIR.value, "value": WORKSPACE_MOUNT}]
     env += [{"name": k, "value": str(v)} for k, v in cfg.platform.env.items() if k != Env.WORK_DIR.value]
