@@ -24,6 +24,7 @@ from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
 from sifthinker.training.common import TrainResult, train_and_save
 from sifthinker.training.datasets import load_records
 from sifthinker.training.launch import launch
+from sifthinker.training.preemption_callback import PreemptionCallback
 from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class TrainingStage:
         raise NotImplementedError
 
     def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
-        """How this stage checkpoints (``run``: what identifies the stage run); None: it does not."""
+        """How this stage checkpoints (``run``: what identifies the stage run); None: it does not (then a
+        SIGTERM kills it like SIGKILL would)."""
         return None
 
     def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
@@ -131,7 +133,9 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
               "resumed_from": resume.name if resume else ""}
     work = str(plan.local_dir) if plan is not None else tempfile.mkdtemp(prefix=f"{stage.name}-")
     callback = MetricsCallback(stage.name)
-    callbacks: list[Any] = [callback] + ([CheckpointCallback(plan)] if plan is not None else [])
+    # Preemption after the checkpoint callback: the checkpoint is complete before the process leaves.
+    callbacks: list[Any] = [callback] + ([CheckpointCallback(plan), PreemptionCallback(stage.name)]
+                                    if plan is not None else [])
     try:
         overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
         overrides |= plan.trainer_args() if plan is not None else {}
