@@ -150,3 +150,14 @@ def test_sigterm_to_the_launcher_reaches_the_rank_under_torchrun(data_dir, base_
     """The launcher (what a multi-GPU step runs) gets the signal, as a pod's main process does; torchrun
     passes it to the rank, which checkpoints; the launcher exits 75 and its rerun resumes."""
     _preempt_and_resume("sft", tmp_path / "torchrun", data_dir, base_model, steps=8, torchrun=True)
+
+
+def test_the_trainjob_gives_its_pods_the_recipes_grace_period(tmp_path):
+    """platform.termination_grace_seconds reaches the pods (SIGTERM -> SIGKILL) and torchrun (how long it
+    waits for the ranks' checkpoint after forwarding SIGTERM, a margin less, so that it still reports)."""
+    from test_trainjob import _gpu_job
+
+    job = _gpu_job(tmp_path)  # the 2-node 7B recipe: 900 s
+    patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert patch["template"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 900
+    assert {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": "885"} in job["spec"]["trainer"]["env"]
