@@ -47,3 +47,49 @@ def test_a_full_disk_during_the_data_build_is_one_clear_line_and_the_rerun_resum
     assert res.returncode == 0, res.stderr
     assert f"{len(finished)} resumed" in res.stdout and snapshot(out) == snapshot(ref)
     print(f"disk full after {len(finished)} of 10 shards: {err[7:]}")
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_is_one_clear_line_and_the_rerun_resumes(small_fs, tmp_path):
+    """GRPO-SIF with its work folder (checkpoints, progress store) on the small filesystem: a checkpoint
+    after every step; the second does not fit. The step fails naming the folder and a checkpoint's size;
+    the cut-short checkpoint has no marker; after space is freed the rerun resumes from checkpoint-1."""
+    import json
+    import sys
+
+    pytest.importorskip("trl")
+    from test_preemption import _env
+    from test_training import make_cfg, make_records
+
+    from sifthinker.model import build_tiny_model, corpus_from_records
+    from sifthinker.training.checkpoints import MARKER
+    from sifthinker.training.datasets import load_records
+
+    data = tmp_path / "data"
+    make_records(data)
+    model = build_tiny_model(make_cfg(tmp_path / "m"), tmp_path / "m" / "base",
+                             list(corpus_from_records(load_records(data))))
+    subprocess.run(["mount", "-o", "remount,size=3m", str(small_fs)], check=True)
+    cfg = make_cfg(tmp_path)
+    cfg.work_dir = str(small_fs / "work")
+    g = cfg.grpo
+    g.num_items, g.num_generations, g.per_device_batch_size, g.max_completion_length = 4, 2, 2, 24
+    g.epochs, g.save_steps, g.save_total_limit, g.sample_steps = 10, 1, 2, 0
+    (tmp_path / "recipe.yaml").write_text(cfg.to_yaml())
+    cmd = [sys.executable, "-m", "sifthinker.training.worker", "grpo-sif", "--recipe", str(tmp_path / "recipe.yaml"),
+           "--train-dir", str(data), "--model", str(model), "--out", str(tmp_path / "out"),
+           "--result", str(tmp_path / "result.json"), "--max-steps", "4"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    text = res.stdout + res.stderr
+    assert res.returncode == 1, text[-3000:]
+    line = next(ln for ln in text.splitlines() if "DiskFullError: no space left" in ln)
+    assert f"{small_fs}/work/checkpoints/grpo-sif-" in line and "more is needed to finish" in line, line
+    ckpts = {p.name: (p / MARKER).is_file() for p in (small_fs / "work" / "checkpoints").glob("*/checkpoint-*")}
+    assert ckpts.get("checkpoint-1") is True and not any(ok for name, ok in ckpts.items() if name != "checkpoint-1")
+
+    subprocess.run(["mount", "-o", "remount,size=32m", str(small_fs)], check=True)  # space freed
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "resuming at step 1 of 4" in res.stderr
+    assert [int(r["step"]) for r in json.loads((tmp_path / "result.json").read_text())["history"]] == [1, 2, 3, 4]
+    print(f"disk full at a checkpoint: {line.split('DiskFullError: ')[1]}")

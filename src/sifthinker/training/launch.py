@@ -51,7 +51,9 @@ def launch(stage: str, cfg: RunConfig, train_dir: Path, model_dir: Path | str, o
         with forwarding_sigterm(proc) as preempted:  # the ranks checkpoint; torchrun then exits non-zero
             rc = proc.wait()
         if preempted[0] and rc:
-            raise Preempted(f"{nproc} rank(s) of {stage} stopped (exit {rc}) after their checkpoint")
+            err = Preempted(f"{nproc} rank(s) of {stage} stopped (exit {rc}) after their checkpoint")
+            print(f"[{stage}] {err}", file=sys.stderr, flush=True)  # SystemExit(75) itself prints nothing
+            raise err
         if rc:
             raise subprocess.CalledProcessError(rc, cmd)
         data = json.loads(result.read_text())

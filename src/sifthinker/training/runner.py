@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sifthinker.config import RunConfig
+from sifthinker.disk_space import is_disk_full
 from sifthinker.names import Stage
 from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
@@ -111,6 +112,18 @@ def _resume_point(plan: CheckpointPlan) -> Path | None:
     return plan.latest_local()
 
 
+def _disk_full(e: OSError, plan: CheckpointPlan, model: Any) -> Exception:
+    """A full disk while checkpointing (or saving the model): one line with the folder and the space a
+    checkpoint takes (the last complete one's size; else weights + two Adam moments). The checkpoint cut
+    short has no marker, so the rerun resumes from the one before."""
+    from sifthinker.disk_space import disk_full, folder_bytes
+
+    last = plan.latest_local()
+    need = folder_bytes(last) if last is not None else 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+    where = Path(e.filename).parent if e.filename else plan.local_dir
+    return disk_full(e, where, need, f"checkpoints ({plan.local_dir})")
+
+
 def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
                    max_steps: int | None = None) -> TrainResult:
     """Train ``stage`` in this process (a single process, or one rank of a distributed launch).
@@ -141,8 +154,13 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
         overrides |= plan.trainer_args() if plan is not None else {}
         with _stage_run(cfg, stage.name, params) as run_id:
             trainer, keys = stage.trainer(cfg, model, processor, dataset, work, callbacks, overrides)
-            metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
-                                     keys, extra=stage.extra_metrics, resume_from=resume)
+            try:
+                metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
+                                         keys, extra=stage.extra_metrics, resume_from=resume)
+            except OSError as e:
+                if plan is None or not is_disk_full(e):
+                    raise
+                raise _disk_full(e, plan, model) from e
     finally:
         if plan is None:
             shutil.rmtree(work, ignore_errors=True)
