@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo lint mlflow-ui compile clean manifests images
+.PHONY: setup test test-fast test-faults demo lint mlflow-ui compile clean manifests images
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# Faults a long run must survive with training in the loop (docs/reliability.md): minutes each, opt-in.
+test-faults: setup
+	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/test_preemption.py tests/test_disk_full.py
 
 # One line per stage on the console, everything else in work/logs/; `make demo VERBOSE=1` shows it all.
 demo: setup

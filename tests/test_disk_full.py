@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from test_data_build import _cli, done, snapshot
+from test_preemption import FAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,11 +50,13 @@ def test_a_full_disk_during_the_data_build_is_one_clear_line_and_the_rerun_resum
     print(f"disk full after {len(finished)} of 10 shards: {err[7:]}")
 
 
+@FAULTS
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_one_clear_line_and_the_rerun_resumes(small_fs, tmp_path):
     """GRPO-SIF with its work folder (checkpoints, progress store) on the small filesystem: a checkpoint
-    after every step; the second does not fit. The step fails naming the folder and a checkpoint's size;
-    the cut-short checkpoint has no marker; after space is freed the rerun resumes from checkpoint-1."""
+    after every step, until one does not fit. The step fails naming the folder and a checkpoint's size;
+    the cut-short checkpoint has no marker; after space is freed the rerun resumes from the one before."""
     import json
     import sys
 
@@ -82,14 +85,17 @@ def test_a_full_disk_during_a_checkpoint_is_one_clear_line_and_the_rerun_resumes
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     text = res.stdout + res.stderr
     assert res.returncode == 1, text[-3000:]
-    line = next(ln for ln in text.splitlines() if "DiskFullError: no space left" in ln)
+    line = next((ln for ln in text.splitlines() if "DiskFullError: no space left" in ln), "")
+    assert line, text[-4000:]
     assert f"{small_fs}/work/checkpoints/grpo-sif-" in line and "more is needed to finish" in line, line
-    ckpts = {p.name: (p / MARKER).is_file() for p in (small_fs / "work" / "checkpoints").glob("*/checkpoint-*")}
-    assert ckpts.get("checkpoint-1") is True and not any(ok for name, ok in ckpts.items() if name != "checkpoint-1")
+    ckpts = {int(p.name.split("-")[1]): (p / MARKER).is_file()
+             for p in (small_fs / "work" / "checkpoints").glob("*/checkpoint-*")}
+    cut = max(ckpts)  # the one the disk filled during: no marker, so never resumed from
+    assert ckpts[cut] is False and all(ckpts[s] for s in ckpts if s != cut) and cut - 1 in ckpts, ckpts
 
     subprocess.run(["mount", "-o", "remount,size=32m", str(small_fs)], check=True)  # space freed
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    assert "resuming at step 1 of 4" in res.stderr
+    assert f"resuming at step {cut - 1} of 4" in res.stderr
     assert [int(r["step"]) for r in json.loads((tmp_path / "result.json").read_text())["history"]] == [1, 2, 3, 4]
-    print(f"disk full at a checkpoint: {line.split('DiskFullError: ')[1]}")
+    print(f"disk full at checkpoint-{cut}: {line.split('DiskFullError: ')[1]}")

@@ -28,6 +28,10 @@ from sifthinker.training.checkpoints import MARKER  # noqa: E402
 from sifthinker.training.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# Opt-in: each of these trains the tiny model two or three times in subprocesses (minutes on 2 cores), more
+# than `make test`'s budget allows. `make test-faults` runs them.
+FAULTS = pytest.mark.skipif(os.environ.get("SIFTHINKER_FAULT_TESTS") != "1",
+                            reason="heavy fault test (trains in subprocesses, minutes): run `make test-faults`")
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +125,8 @@ def _preempt_and_resume(stage: str, root: Path, data_dir: Path, model: Path, ste
     return {"seen": seen, "saved": saved, "exit_s": exit_s, "rerun_s": rerun_s}
 
 
+@FAULTS
+@pytest.mark.faults
 @pytest.mark.slow
 def test_sigterm_during_sft_checkpoints_exits_75_and_the_rerun_resumes(data_dir, base_model, tmp_path):
     straight = tmp_path / "straight"
@@ -140,11 +146,15 @@ def test_sigterm_during_sft_checkpoints_exits_75_and_the_rerun_resumes(data_dir,
     assert wa.keys() == wb.keys() and max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-5
 
 
+@FAULTS
+@pytest.mark.faults
 @pytest.mark.slow
 def test_sigterm_during_grpo_checkpoints_exits_75_and_the_rerun_resumes(data_dir, base_model, tmp_path):
     _preempt_and_resume("grpo-sif", tmp_path / "grpo", data_dir, base_model, steps=6)
 
 
+@FAULTS
+@pytest.mark.faults
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_reaches_the_rank_under_torchrun(data_dir, base_model, tmp_path):
     """The launcher (what a multi-GPU step runs) gets the signal, as a pod's main process does; torchrun

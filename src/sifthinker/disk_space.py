@@ -31,19 +31,35 @@ class DiskFullError(OSError):
         return self.message
 
 
+# How libraries that do their own I/O report ENOSPC without an OSError: safetensors (Rust's StorageFull,
+# "os error 28"), torch.save ("No space left on device" in its RuntimeError when the OS says so).
+_FULL_MESSAGES = ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded")
+
+
 def is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    """ENOSPC/EDQUOT, as an OSError or in the message of an error raised for it, here or in its causes."""
+    seen: BaseException | None = e
+    for _ in range(8):  # the __cause__ / __context__ chain, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(m in str(seen) for m in _FULL_MESSAGES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
-def disk_full(e: OSError, folder: Path | str, need_bytes: float | None, what: str) -> DiskFullError:
+def disk_full(e: BaseException, folder: Path | str, need_bytes: float | None, what: str) -> DiskFullError:
     """The error for ``e`` (ENOSPC) while writing under ``folder``; ``need_bytes``: the estimate of what the
     work still writes (None: unknown)."""
     folder = Path(folder)
     probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
     usage = shutil.disk_usage(probe)
     need = f"about {human(need_bytes)} more is needed to finish" if need_bytes else "more is needed to finish"
-    target = e.filename or folder
-    writing = f" while writing {e.filename}" if e.filename else ""
+    filename = getattr(e, "filename", None)
+    target = filename or folder
+    writing = f" while writing {filename}" if filename else ""
     return DiskFullError(f"no space left on the filesystem of {folder}{writing}: "
                          f"{human(usage.free)} free of {human(usage.total)}, {need}; free space (or write {what} "
                          f"elsewhere) and run the same command again: finished work is kept",

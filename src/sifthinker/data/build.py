@@ -147,7 +147,7 @@ def build(options: BuildOptions, out: str | Path, sources: dict[int, Source] | N
 
     try:
         result = execute(options, output, done, sources, narrator, advance)
-    except OSError as e:
+    except Exception as e:
         if not is_disk_full(e):
             raise
         raise disk_full(e, output.root, _bytes_still_needed(output.root, num), "the dataset") from e
@@ -176,7 +176,7 @@ def build(options: BuildOptions, out: str | Path, sources: dict[int, Source] | N
     }
     try:
         output.finish(top, result.keep, result.drop)
-    except OSError as e:  # records.json is written last: without it nothing is taken for a finished dataset
+    except Exception as e:  # records.json is written last: without it nothing is taken for a finished dataset
         if not is_disk_full(e):
             raise
         raise disk_full(e, output.root, sum(len(b) for b in top.values()), "the dataset") from e

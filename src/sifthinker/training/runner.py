@@ -112,7 +112,7 @@ def _resume_point(plan: CheckpointPlan) -> Path | None:
     return plan.latest_local()
 
 
-def _disk_full(e: OSError, plan: CheckpointPlan, model: Any) -> Exception:
+def _disk_full(e: BaseException, plan: CheckpointPlan, model: Any) -> Exception:
     """A full disk while checkpointing (or saving the model): one line with the folder and the space a
     checkpoint takes (the last complete one's size; else weights + two Adam moments). The checkpoint cut
     short has no marker, so the rerun resumes from the one before."""
@@ -120,7 +120,8 @@ def _disk_full(e: OSError, plan: CheckpointPlan, model: Any) -> Exception:
 
     last = plan.latest_local()
     need = folder_bytes(last) if last is not None else 3 * sum(p.numel() * p.element_size() for p in model.parameters())
-    where = Path(e.filename).parent if e.filename else plan.local_dir
+    filename = getattr(e, "filename", None)
+    where = Path(filename).parent if filename else plan.local_dir
     return disk_full(e, where, need, f"checkpoints ({plan.local_dir})")
 
 
@@ -157,7 +158,7 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
             try:
                 metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
                                          keys, extra=stage.extra_metrics, resume_from=resume)
-            except OSError as e:
+            except Exception as e:
                 if plan is None or not is_disk_full(e):
                     raise
                 raise _disk_full(e, plan, model) from e
