@@ -122,7 +122,7 @@ def _disk_full(e: BaseException, plan: CheckpointPlan, model: Any) -> Exception:
     need = folder_bytes(last) if last is not None else 3 * sum(p.numel() * p.element_size() for p in model.parameters())
     filename = getattr(e, "filename", None)
     where = Path(filename).parent if filename else plan.local_dir
-    return disk_full(e, where, need, f"checkpoints ({plan.local_dir})")
+    return disk_full(e, where, need, "checkpoints (grpo.checkpoint_dir)")
 
 
 def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
