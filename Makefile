@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-containers demo lint mlflow-ui compile clean manifests images base-images pin-bases
+.PHONY: setup test test-fast test-containers test-faults demo lint mlflow-ui compile clean manifests images base-images pin-bases
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test-containers: setup
 	$(MAKE) images IMAGES=sifthinker
 	DOCKER="$(DOCKER)" SIFTHINKER_IMAGE_REGISTRY="$(IMAGE_REGISTRY)" SIFTHINKER_IMAGE_TAG="$(IMAGE_TAG)" \
 	  $(BIN)/python -m pytest -m containers tests/test_containers.py
+
+# Faults a long run must survive with training in the loop (docs/reliability.md): minutes each, opt-in.
+test-faults: setup
+	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/test_preemption.py tests/test_disk_full.py
 
 # One line per stage on the console, everything else in work/logs/; `make demo VERBOSE=1` shows it all.
 demo: setup

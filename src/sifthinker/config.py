@@ -287,6 +287,10 @@ class PlatformConfig:
     nodes: int = _f(1, "Nodes sft and grpo-sif train on, gpu.count GPUs each; > 1 runs them as a Kubeflow "
                        "TrainJob (platform.train_job).", ge=1)
     train_job: TrainJobConfig = _f(help="Training as a Kubeflow Trainer TrainJob.", factory=TrainJobConfig)
+    termination_grace_seconds: int = _f(600, "Seconds a training pod gets between SIGTERM (drain, spot reclaim) and "
+                                             "SIGKILL: enough to finish a step and write a checkpoint (7B full "
+                                             "model + optimizer: minutes). Set on the TrainJob's pods and as "
+                                             "torchrun's --shutdown_timeout (docs/reliability.md).", ge=1)
     service_account: str | None = _f(None, "Service account the pipeline's pods run as (set on the KFP run); "
                                            "null: the KFP default.", pattern=_SUBDOMAIN)
 

@@ -55,4 +55,5 @@ class Env(StrEnum):
     RECIPE_YAML = "SIFTHINKER_RECIPE_YAML"  # the recipe as YAML text (set by the rendered InferenceService)
     CRD_DIR = "CRD_DIR"  # CRD YAMLs for offline validation of custom resources (optional)
     KUBECTL = "KUBECTL"  # the kubectl binary (default: the one on PATH)
+    S3_RETRY_SECONDS = "SIFTHINKER_S3_RETRY_SECONDS"  # how long checkpoint writes to S3 retry an outage (300)
     MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable; a recipe's tracking_uri wins

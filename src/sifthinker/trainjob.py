@@ -31,6 +31,7 @@ from sifthinker.config import ConfigError, RunConfig
 from sifthinker.names import TRAINING_STAGES, WORKSPACE_MOUNT, Env
 from sifthinker.step_access import secret_bindings
 from sifthinker.training.common import TrainResult
+from sifthinker.training.preemption import torchrun_shutdown_env
 from sifthinker.trainjob_client import GROUP, NODE, VERSION, TrainJobClient, phase
 
 KIND, API_VERSION = "TrainJob", f"{GROUP}/{VERSION}"
@@ -87,6 +88,8 @@ def worker_command(stage: str, files: JobFiles, train_dir: str, model: str, max_
 def _env(cfg: RunConfig, stage: str) -> list[dict[str, Any]]:
 
     env: list[dict[str, Any]] = [{"name": Env.WORK_DIR.value, "value": WORKSPACE_MOUNT}]
+    # torchrun forwards SIGTERM to the ranks and waits this long for their preemption checkpoint
+    env += [{"name": k, "value": v} for k, v in torchrun_shutdown_env(cfg.platform.termination_grace_seconds).items()]
     env += [{"name": k, "value": str(v)} for k, v in cfg.platform.env.items() if k != Env.WORK_DIR.value]
     # the keys the stage's KFP step would get, optional ones optional: a secret without them still starts
     for b in secret_bindings(cfg, stage):
@@ -115,7 +118,8 @@ def _pod_patch(cfg: RunConfig) -> dict[str, Any]:
     if tj.checkpoint_pvc:
         volumes.append({"name": "checkpoints", "persistentVolumeClaim": {"claimName": tj.checkpoint_pvc}})
         mounts.append({"name": "checkpoints", "mountPath": f"{WORKSPACE_MOUNT}/{CHECKPOINT_DIR}"})
-    spec: dict[str, Any] = {"volumes": volumes}
+    # SIGTERM -> SIGKILL: the time the ranks have for their preemption checkpoint (training.preemption)
+    spec: dict[str, Any] = {"volumes": volumes, "terminationGracePeriodSeconds": p.termination_grace_seconds}
     if mounts:
         spec["containers"] = [{"name": NODE, "volumeMounts": mounts}]
     if tj.service_account:
