@@ -212,7 +212,11 @@ def test_cli_promote_and_list(server_cfg, tmp_path):
     assert res.exit_code == 0 and "version 2 -> 1" in res.output
     res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri])
     assert res.exit_code == 0, res.output
-    assert "champion=1" in res.output and "challenger=2" in res.output and "accuracy=0.6" in res.output
+    rows = [line.split() for line in res.output.splitlines()]
+    assert rows[0] == [f"{v1.name}:", "2", "version(s)"]
+    assert rows[1][:6] == ["version", "aliases", "format_validity", "accuracy", "grounding_acc50", "depth_consistency"]
+    assert rows[2][:4] == ["2", "challenger", "-", "0.600"] and rows[3][:4] == ["1", "champion", "-", "0.500"]
+    assert len(rows) == 4 and max(len(line) for line in res.output.splitlines()) < 120  # one readable table
     res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri, "--json"])
     assert json.loads(res.stdout)["aliases"] == {"champion": "1", "challenger": "2"}
     res = runner.invoke(main, ["model", "promote", v1.name, "--version", "9", "--tracking-uri", uri])

@@ -99,12 +99,12 @@ def version_table(d: dict) -> str:
 
     from sifthinker.registry import HEADLINE_METRICS
 
-    heads = [m.split("/", 1)[1] for m in HEADLINE_METRICS]
+    heads = [m.split("/", 1)[1] for m in HEADLINE_METRICS]  # sif-bench's, bare as version_metrics gives them
     rows = [["version", "aliases", *heads, "created"]]
     for v in reversed(d["versions"]):  # newest first
         created = datetime.fromtimestamp(v["created"] / 1000).strftime("%Y-%m-%d %H:%M") if v["created"] else "-"
         rows.append([str(v["version"]), ",".join(v["aliases"]) or "-",
-                     *(f"{v['metrics'][m]:.3f}" if m in v["metrics"] else "-" for m in HEADLINE_METRICS), created])
+                     *(f"{v['metrics'][m]:.3f}" if m in v["metrics"] else "-" for m in heads), created])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return f"{d['name']}: {len(d['versions'])} version(s)\n" + "\n".join(lines)
