@@ -67,6 +67,7 @@ images:
 	done
 
 mlflow-ui: setup
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the model-training view)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/work/mlflow.db --port 5000
 
 clean:
