@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from sifthinker import registry
 from sifthinker.cli import main
 from sifthinker.config import RunConfig
+from sifthinker.logged_models import logged_model_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +97,7 @@ def test_register_sets_tags_alias_and_recipe_artifact(local_cfg, tmp_path):
     data_hash = registry.dir_hash(data)
     assert mv.tags == {"recipe": "local", "data_fingerprint": data_hash}
     # the logged model: metrics (each once) and lineage as params, linked back to the version
-    lm = client.get_logged_model(registry.logged_model_id(client, mv))
+    lm = client.get_logged_model(logged_model_id(client, mv))
     assert lm.name == rv.name and lm.source_run_id == rv.run_id and lm.status == LoggedModelStatus.READY
     assert {m.key: m.value for m in lm.metrics} == {"format_validity": 0.9, "accuracy": 0.5, "per_category.depth": 0.25}
     assert lm.params["parent_runs.sft"] == "run-sft" and lm.params["data_dir"] == str(data)

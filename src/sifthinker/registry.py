@@ -38,6 +38,11 @@ from urllib.parse import urlparse
 
 from sifthinker.config import RunConfig
 from sifthinker.lineage import dir_hash, flatten
+from sifthinker.logged_models import (
+    link_metrics,
+    model_metrics,
+    version_metrics,
+)
 from sifthinker.names import Env, Stage
 
 log = logging.getLogger(__name__)
@@ -174,47 +179,6 @@ def _wait_ready(client, name: str, version: str, timeout: float = 60.0) -> None:
 
 
 # ---- register --------------------------------------------------------------------------------------
-VERSION_TAGS = ("recipe", "data_fingerprint", "pipeline_run")  # what MLflow has no field for
-HEADLINE_METRICS = ("sif-bench/format_validity", "sif-bench/accuracy", "sif-bench/grounding_acc50",
-                    "sif-bench/depth_consistency")
-PRIMARY_BENCHMARK = "sif-bench"  # its metrics are the gate's bare keys (sifthinker.evaluation.runner)
-
-
-def model_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numeric metrics a model carries, each once: ``<benchmark>/<metric>``; a bare key that only
-    repeats sif-bench's prefixed one (the gate's shorthand) is dropped."""
-    flat = flatten(metrics)
-    numeric = {k: float(v) for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return {k: v for k, v in numeric.items() if f"{PRIMARY_BENCHMARK}/{k}" not in numeric}
-
-
-def _link_metrics(client, model_id: str, run_id: str, metrics: dict[str, float], pipeline_run: str | None,
-                  cfg: RunConfig) -> None:
-    """Link ``metrics`` to the logged model: those an ``evaluate:<benchmark>`` run of this pipeline run
-    logged are linked where they were logged (same value and time: no second copy on the run); the rest
-    are logged on the register run."""
-    from mlflow.entities import Metric
-
-    from sifthinker.tracking import stage_runs
-
-    todo = dict(metrics)
-    evals = {n: i for n, i in (stage_runs(cfg, pipeline_run) if pipeline_run else {}).items()
-             if n.startswith(f"{Stage.EVALUATE}:")}
-    for eval_run in evals.values():
-        logged = client.get_run(eval_run).data.metrics
-        linked = []
-        for key in [k for k in todo if k in logged and logged[k] == todo[k]]:
-            last = client.get_metric_history(eval_run, key)[-1]
-            linked.append(Metric(key, last.value, last.timestamp, last.step, model_id=model_id, run_id=eval_run))
-            del todo[key]
-        if linked:
-            client.log_batch(eval_run, metrics=linked)
-    if todo:
-        ts = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, ts, 0, model_id=model_id, run_id=run_id)
-                                          for k, v in todo.items()])
-
-
 def register_model(
     cfg: RunConfig, model_dir: str | Path, metrics: dict[str, Any], lineage: dict[str, Any]
 ) -> RegisteredVersion:
@@ -225,7 +189,8 @@ def register_model(
     :func:`model_metrics`; linked where the evaluate runs logged them) and ``lineage`` as its params
     (e.g. ``data_dir``, ``data_hash``, ``parent_runs.<stage>``: nested dicts flattened with dots). When
     ``lineage`` has a ``data_dir`` that exists and no ``data_hash``, the hash is computed (:func:`dir_hash`).
-    The version's source is the logged model's artifact folder; its only tags are :data:`VERSION_TAGS`.
+    The version's source is the logged model's artifact folder; its only tags are ``recipe``,
+    ``data_fingerprint`` and ``pipeline_run`` (:data:`sifthinker.logged_models.VERSION_TAGS`).
     The full recipe YAML is the run artifact ``recipe.yaml``.
     """
     import mlflow
@@ -250,7 +215,7 @@ def register_model(
                                             model_type="sifthinker-vlm", tags={"recipe": cfg.name})
         try:
             client.log_model_artifacts(lm.model_id, str(model_dir))
-            _link_metrics(client, lm.model_id, run_id, model_metrics(metrics), pipeline_run, cfg)
+            link_metrics(client, lm.model_id, run_id, model_metrics(metrics), pipeline_run, cfg)
         except BaseException:
             mlflow.finalize_logged_model(lm.model_id, "FAILED")
             raise
@@ -275,31 +240,6 @@ def register_model(
     log.info("registered %s version %s from run %s (logged model %s, alias %s, recipe %s)", name, version,
              run_id, lm.model_id, CHALLENGER, f"{artifact_uri}/{RECIPE_ARTIFACT}")
     return RegisteredVersion(name=name, version=version, source_uri=source, run_id=run_id)
-
-
-def logged_model_id(client, mv) -> str | None:
-    """The id of the logged model a version was registered from (None for a version without one)."""
-    if getattr(mv, "model_id", None):
-        return mv.model_id
-    m = re.search(r"/models/(m-[0-9a-f]+)/artifacts/?$", mv.source or "")
-    return m.group(1) if m else None
-
-
-def version_metrics(client, mv) -> dict[str, float]:
-    """A version's metrics: its logged model's (``<benchmark>/<metric>``, with sif-bench's also bare, as
-    the gate names them); for a version registered before logged models, its ``metric.<name>`` tags."""
-    out: dict[str, float] = {}
-    if model_id := logged_model_id(client, mv):
-        for m in client.get_logged_model(model_id).metrics or []:
-            out[m.key] = float(m.value)
-        out.update({k.removeprefix(f"{PRIMARY_BENCHMARK}/"): v for k, v in list(out.items())
-                    if k.startswith(f"{PRIMARY_BENCHMARK}/")})
-        return out
-    for key, raw in (mv.tags or {}).items():
-        if key.startswith("metric."):
-            with contextlib.suppress(ValueError):  # a non-numeric tag (e.g. a list) is no metric
-                out[key.removeprefix("metric.")] = float(raw)
-    return out
 
 
 # ---- promote ---------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def version_table(d: dict) -> str:
     (``--json`` has every metric)."""
     from datetime import datetime
 
-    from sifthinker.registry import HEADLINE_METRICS
+    from sifthinker.logged_models import HEADLINE_METRICS
 
     heads = [m.split("/", 1)[1] for m in HEADLINE_METRICS]  # sif-bench's, bare as version_metrics gives them
     rows = [["version", "aliases", *heads, "created"]]
