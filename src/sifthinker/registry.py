@@ -307,9 +307,13 @@ def get_version(cfg_or_uri: RunConfig | str | None, model_uri: str):
                 return client.get_model_version_by_alias(name, alias)
             return client.get_model_version(name, version)
         except MlflowException as e:
-            if _is_missing(e):
-                raise NotRegistered(f"{model_uri} does not exist in {uri}") from e
-            raise
+            if not _is_missing(e):
+                raise
+            hint = ""
+            with contextlib.suppress(MlflowException):  # the aliases there are: a typo is one look away
+                held = sorted((client.get_registered_model(name).aliases or {}).items()) if alias else None
+                hint = "" if held is None else f" (aliases of {name}: {', '.join(f'{a} -> version {v}' for a, v in held) or 'none'})"
+            raise NotRegistered(f"{model_uri} does not exist in {uri}{hint}") from e
 
 
 def get_metrics(cfg_or_uri: RunConfig | str | None, model_uri: str) -> dict[str, float]:
