@@ -106,6 +106,7 @@ pin-bases:
 	$(BIN)/python -m sifthinker.images pin $(BASES) $(if $(PIN_TOOL),--tool $(PIN_TOOL))
 
 mlflow-ui: setup
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the model-training view)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/work/mlflow.db --port 5000
 
 clean:

@@ -28,7 +28,8 @@ from sifthinker.config import RunConfig
 from sifthinker.names import Stage
 from sifthinker.stages import recipe_parameter
 
-# The KFP job id of the run: every step that logs to MLflow tags its run with it.
+# The KFP job id of the run, passed to every step: the MLflow parent run of the pipeline run is keyed by it
+# (created by build-data, found by every later step; sifthinker.tracking), so every stage nests under it.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 
@@ -55,9 +56,9 @@ def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
             recipe: The run's recipe, YAML or JSON (default: the recipe compiled in, as one line of JSON). Changes what the steps do, not where they run (images, GPUs are compiled in).
             apply_deployment: Let the deploy step apply the InferenceService to the cluster (default: only render and validate it).
         """
-        data = build_data(recipe=recipe)
+        data = build_data(recipe=recipe, pipeline_run=RUN_ID)
         train_data, eval_data = data.outputs["train_data"], data.outputs["eval_data"]
-        checked = validate_data(recipe=recipe, train_data=train_data, eval_data=eval_data)
+        checked = validate_data(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data, eval_data=eval_data)
         sft_task = sft(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data).after(checked)
         grpo_task = grpo_sif(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data,
                              sft_model=sft_task.outputs["model"])
@@ -66,7 +67,7 @@ def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
                              parallelism=parallelism) as benchmark:
             eval_task = evaluate(recipe=recipe, pipeline_run=RUN_ID, benchmark=benchmark,
                                  model=grpo_task.outputs["model"], eval_data=eval_data)
-        gate_task = gate(recipe=recipe, metrics_parts=dsl.Collected(eval_task.outputs["Output"]))
+        gate_task = gate(recipe=recipe, pipeline_run=RUN_ID, metrics_parts=dsl.Collected(eval_task.outputs["Output"]))
         with dsl.If(gate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
             reg_task = register(recipe=recipe, pipeline_run=RUN_ID, model=grpo_task.outputs["model"],
                                 metrics_json=gate_task.outputs["metrics"])

@@ -47,3 +47,8 @@ def test_data_build_then_validate(tmp_path):
     assert res.exit_code == 1
     assert records[0]["id"] in res.output
     assert trace.validate(records[0]["messages"][1]["content"])
+
+
+def test_data_validate_of_a_missing_folder_exits_1_saying_so(tmp_path):
+    res = CliRunner().invoke(main, ["data", "validate", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "no such folder" in res.output

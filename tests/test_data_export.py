@@ -26,7 +26,7 @@ def test_export_writes_sharegpt_items_and_the_dataset_info_entry(tmp_path):
     out = tmp_path / "lf"
     out.mkdir()
     (out / "dataset_info.json").write_text(json.dumps({"mllm_demo": {"file_name": "mllm_demo.json"}}))
-    res = CliRunner().invoke(main, ["data", "export", "--format", "llamafactory", str(data), str(out)])
+    res = CliRunner().invoke(main, ["data", "export", "--format", "llamafactory", "--name", "SIF-50K", str(data), str(out)])
     assert res.exit_code == 0, res.output
     info = json.loads((out / "dataset_info.json").read_text())
     assert info == {"mllm_demo": {"file_name": "mllm_demo.json"}, "SIF-50K": ENTRY}  # other entries kept
@@ -57,3 +57,11 @@ def test_copied_images_make_the_export_stand_alone(tmp_path):
 def test_export_of_a_folder_without_records_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["data", "export", str(tmp_path), str(tmp_path / "out")])
     assert res.exit_code == 1 and res.output.startswith("Error: no records.json in")
+
+
+def test_the_cli_names_the_export_after_the_folder(tmp_path):
+    data = tmp_path / "my-scenes"
+    build_records(SyntheticSource(96, 72), 2, 0, data, progress=False)
+    res = CliRunner().invoke(main, ["data", "export", str(data), str(tmp_path / "lf")])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads((tmp_path / "lf" / "dataset_info.json").read_text())) == {"my-scenes"}  # not SIF-50K

@@ -600,7 +600,8 @@ def test_deploy_from_the_local_store_writes_but_refuses_to_apply(tmp_path, monke
     assert (tmp_path / "cli" / f"{cfg.serving.name}-inferenceservice.yaml").is_file()
     res = CliRunner().invoke(main, ["deploy", "--model", f"models:/{rv.name}@nope", "--recipe", LOCAL])
     assert res.exit_code == 1 and res.stdout == ""
-    assert res.stderr == f"Error: models:/{rv.name}@nope does not exist in {cfg.tracking_uri}\n"
+    assert res.stderr == (f"Error: models:/{rv.name}@nope does not exist in {cfg.tracking_uri} "
+                          f"(aliases of {rv.name}: challenger -> version {rv.version})\n")
 
 
 # ---- the repository alone ------------------------------------------------------------------------------

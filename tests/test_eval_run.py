@@ -588,6 +588,7 @@ def test_progress_events_and_an_mlflow_run_keyed_by_benchmark(sif_data, env, tmp
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(res.run_id)
     assert run.data.metrics["sif-bench/format_failures"] == 3 and run.data.metrics["sif-bench/overall"] == 0.5
     assert run.data.tags["sifthinker.stage"] == "evaluate" and run.data.params["benchmark"] == "sif-bench"
+    assert run.info.run_name == "evaluate:sif-bench" and "overall" not in run.data.metrics
     arts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(res.run_id,
                                                                                                       "sif-bench")}
     assert {"sif-bench/report.html", "sif-bench/predictions.jsonl", "sif-bench/metrics.json"} <= arts

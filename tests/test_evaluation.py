@@ -246,9 +246,14 @@ def test_evaluate_logs_to_mlflow(ds, tmp_path):
     root, _ = ds
     res = evaluate(_cfg(tmp_path), "models/fake", root, tmp_path / "out", generate_fn=FakeOracleGenerator())
     run = mlflow.get_run(res.run_id)
-    assert run.data.metrics["accuracy"] == 1 and run.data.metrics["sif-bench/category/depth"] == 1
+    assert run.data.metrics["sif-bench/accuracy"] == 1 and run.data.metrics["sif-bench/category/depth"] == 1
     assert run.data.metrics["sif-bench/format_failures"] == 0
+    assert all(k.startswith("sif-bench/") for k in run.data.metrics), "each metric once, one naming scheme"
     assert run.data.tags["sifthinker.stage"] == "evaluate" and run.data.params["generator"] == "fake-oracle"
+    assert run.info.run_name == "evaluate:sif-bench"
+    # the run is open around the work: the predictions were written between its start and end
+    written = int((tmp_path / "out/sif-bench/predictions.jsonl").stat().st_mtime * 1000)
+    assert run.info.start_time <= written <= run.info.end_time
     client = mlflow.MlflowClient()
     assert {a.path for a in client.list_artifacts(res.run_id)} == {"metrics.json", "report.html", "sif-bench"}
     names = {a.path for a in client.list_artifacts(res.run_id, "sif-bench")}

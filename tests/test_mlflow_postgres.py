@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def test_register_promote_and_serve_the_champion_from_postgres_and_s3(mlflow_pg,
     assert (name, version, model_uri) == ("sifthinker-pg", "1", "models:/sifthinker-pg/1")
     assert _pg_rows(postgres, "SELECT name, version, current_stage FROM model_versions") == [("sifthinker-pg", 1, "None")]
     keys = moto_s3.keys("pg/")
-    assert any(k.endswith("/model/config.json") for k in keys), keys  # the files are in S3
+    assert any(re.search(r"/models/m-[0-9a-f]+/artifacts/config.json$", k) for k in keys), keys  # the files are in S3, in the logged model
     assert any(k.endswith(".safetensors") for k in keys), keys
 
     # 2. promote

@@ -124,8 +124,22 @@ def test_mlflow_has_one_pipeline_run_and_no_model_versions(failed_gate_run):
     client = MlflowClient(cfg.tracking_uri)
     assert client.search_model_versions(f"name='{cfg.registry.model_name}'") == []
     exp = client.get_experiment_by_name(cfg.registry.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's model-training view
     runs = client.search_runs([exp.experiment_id])
-    tagged = {r.data.tags.get("sifthinker.stage"): r.data.tags.get("sifthinker.pipeline_run") for r in runs}
-    assert {"sft", "grpo-sif", "evaluate"} <= set(tagged)
-    assert set(tagged.values()) == {res.pipeline_run_id}
-    assert "register" not in tagged
+    assert {r.data.tags.get("sifthinker.pipeline_run") for r in runs} == {res.pipeline_run_id}
+    # one parent named after the pipeline run, one nested run per stage that ran (each stage in its own
+    # process found the same parent), no name twice
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == res.pipeline_run_id and parent.info.status == "FINISHED"
+    nested = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert nested == sorted(["build-data", "validate-data", "sft", "grpo-sif", "evaluate:sif-bench", "evaluate:vstar",
+                             "gate"])
+    by_name = {r.info.run_name: r for r in runs}
+    assert by_name["gate"].data.metrics["passed"] == 0.0  # the decision, and the comparisons as a table
+    assert "gate.json" in {a.path for a in client.list_artifacts(by_name["gate"].info.run_id)}
+    assert by_name["build-data"].data.metrics["train/records"] == 12
+    assert {d.dataset.name for d in by_name["build-data"].inputs.dataset_inputs} == {
+        "local-gate-test-train", "local-gate-test-eval"}
+    assert by_name["validate-data"].data.metrics["eval/expectations_failed"] == 0
+    ev = by_name["evaluate:sif-bench"]
+    assert ev.data.metrics["sif-bench/n"] == 6 and "n" not in ev.data.metrics  # each metric once

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from sifthinker import registry
 from sifthinker.cli import main
 from sifthinker.config import RunConfig
+from sifthinker.logged_models import logged_model_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,6 +75,7 @@ def server_cfg(mlflow_server, tmp_path, monkeypatch) -> RunConfig:
 def test_register_sets_tags_alias_and_recipe_artifact(local_cfg, tmp_path):
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
 
     data = tmp_path / "data"
     data.mkdir()
@@ -85,23 +87,29 @@ def test_register_sets_tags_alias_and_recipe_artifact(local_cfg, tmp_path):
         lineage={"data_dir": str(data), "parent_runs": {"sft": "run-sft", "evaluate": "run-eval"}},
     )
     assert rv.name == local_cfg.registry.model_name and rv.version == "1" and rv.uri == f"models:/{rv.name}/1"
-    assert rv.source_uri.startswith("file://") and rv.source_uri.endswith(f"{rv.run_id}/artifacts/model")
+    # the version's source is its logged model's artifact folder (MLflow 3), which holds the files
+    assert rv.source_uri.startswith("file://") and re.search(r"/models/m-[0-9a-f]+/artifacts$", rv.source_uri)
     client = MlflowClient(local_cfg.tracking_uri, registry_uri=local_cfg.tracking_uri)
     mv = client.get_model_version(rv.name, rv.version)
     assert mv.run_id == rv.run_id and mv.source == rv.source_uri
     assert str(client.get_model_version_by_alias(rv.name, "challenger").version) == "1"
-    tags = mv.tags
-    assert tags["metric.format_validity"] == "0.9" and tags["metric.per_category.depth"] == "0.25"
-    assert tags["lineage.parent_runs.sft"] == "run-sft" and tags["lineage.parent_runs.evaluate"] == "run-eval"
-    assert tags["lineage.data_dir"] == str(data)
-    assert tags["lineage.data_hash"] == registry.dir_hash(data) and len(tags["lineage.data_hash"]) == 64
-    assert tags["recipe"] == "local" and tags["register_run_id"] == rv.run_id
-    # the register stage run: tagged stage, numeric metrics logged, the full recipe as an artifact
+    # a few tags MLflow has no field for, no metric wall
+    data_hash = registry.dir_hash(data)
+    assert mv.tags == {"recipe": "local", "data_fingerprint": data_hash}
+    # the logged model: metrics (each once) and lineage as params, linked back to the version
+    lm = client.get_logged_model(logged_model_id(client, mv))
+    assert lm.name == rv.name and lm.source_run_id == rv.run_id and lm.status == LoggedModelStatus.READY
+    assert {m.key: m.value for m in lm.metrics} == {"format_validity": 0.9, "accuracy": 0.5, "per_category.depth": 0.25}
+    assert lm.params["parent_runs.sft"] == "run-sft" and lm.params["data_dir"] == str(data)
+    assert lm.params["data_hash"] == data_hash and len(data_hash) == 64
+    assert json.loads(lm.tags["mlflow.modelVersions"]) == [{"name": rv.name, "version": "1"}]
+    assert {a.path for a in client.list_logged_model_artifacts(lm.model_id)} >= {"config.json", "model.safetensors"}
+    # the register stage run: tagged stage, the full recipe as an artifact
     run = client.get_run(rv.run_id)
-    assert run.data.tags["sifthinker.stage"] == "register"
-    assert run.data.metrics["format_validity"] == 0.9
-    recipe = mlflow.artifacts.load_text(tags["recipe_artifact"])
+    assert run.data.tags["sifthinker.stage"] == "register" and run.info.run_name == "register"
+    recipe = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/recipe.yaml")
     assert RunConfig.from_dict(yaml.safe_load(recipe)) == local_cfg
+    assert registry.get_metrics(local_cfg, f"models:/{rv.name}/1")["accuracy"] == 0.5
 
 
 def test_promote_resolve_and_describe_on_embedded_store(local_cfg, tmp_path, monkeypatch):
@@ -174,11 +182,11 @@ def test_register_on_mlflow_server_puts_artifacts_in_s3(server_cfg, mlflow_serve
     src = _model_dir(tmp_path, "s3")
     rv = registry.register_model(server_cfg, src, {"accuracy": 0.75}, {"data_hash": "abc"})
     # the server proxies artifacts: the source is an mlflow-artifacts URI backed by the S3 bucket
-    assert rv.source_uri.startswith("mlflow-artifacts:/") and rv.source_uri.endswith("/artifacts/model")
+    assert rv.source_uri.startswith("mlflow-artifacts:/") and re.search(r"/models/m-[0-9a-f]+/artifacts$", rv.source_uri)
     key_prefix = rv.source_uri.removeprefix("mlflow-artifacts:").lstrip("/")
     keys = set(mlflow_server.s3.keys(key_prefix))
     assert {f"{key_prefix}/config.json", f"{key_prefix}/model.safetensors", f"{key_prefix}/sub/tokenizer.json"} <= keys
-    run_prefix = key_prefix.removesuffix("/model")
+    run_prefix = key_prefix.split("/models/")[0] + f"/{rv.run_id}/artifacts"
     body = mlflow_server.s3.client().get_object(Bucket=mlflow_server.s3.bucket, Key=f"{run_prefix}/recipe.yaml")["Body"]
     assert yaml.safe_load(body.read())["registry"]["model_name"] == server_cfg.registry.model_name
     obj = mlflow_server.s3.client().get_object(Bucket=mlflow_server.s3.bucket, Key=f"{key_prefix}/model.safetensors")
@@ -189,8 +197,8 @@ def test_register_on_mlflow_server_puts_artifacts_in_s3(server_cfg, mlflow_serve
     assert _same_tree(src, local)
     d = registry.describe(rv.name, server_cfg.tracking_uri)
     assert d["aliases"] == {"challenger": "1", "champion": "1"}
-    assert d["versions"][0]["tags"]["metric.accuracy"] == "0.75"
-    assert d["versions"][0]["tags"]["lineage.data_hash"] == "abc"
+    assert d["versions"][0]["metrics"]["accuracy"] == 0.75
+    assert d["versions"][0]["tags"]["data_fingerprint"] == "abc"
 
 
 def test_cli_promote_and_list(server_cfg, tmp_path):
@@ -205,7 +213,11 @@ def test_cli_promote_and_list(server_cfg, tmp_path):
     assert res.exit_code == 0 and "version 2 -> 1" in res.output
     res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri])
     assert res.exit_code == 0, res.output
-    assert "champion=1" in res.output and "challenger=2" in res.output and "accuracy=0.6" in res.output
+    rows = [line.split() for line in res.output.splitlines()]
+    assert rows[0] == [f"{v1.name}:", "2", "version(s)"]
+    assert rows[1][:6] == ["version", "aliases", "format_validity", "accuracy", "grounding_acc50", "depth_consistency"]
+    assert rows[2][:4] == ["2", "challenger", "-", "0.600"] and rows[3][:4] == ["1", "champion", "-", "0.500"]
+    assert len(rows) == 4 and max(len(line) for line in res.output.splitlines()) < 120  # one readable table
     res = runner.invoke(main, ["model", "list", v1.name, "--tracking-uri", uri, "--json"])
     assert json.loads(res.stdout)["aliases"] == {"champion": "1", "challenger": "2"}
     res = runner.invoke(main, ["model", "promote", v1.name, "--version", "9", "--tracking-uri", uri])

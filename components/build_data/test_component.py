@@ -7,7 +7,7 @@ from components.conftest import io_types
 
 def test_spec():
     ins, outs = io_types(build_data)
-    assert ins == {"recipe": "String"}
+    assert ins == {"recipe": "String", "pipeline_run": "String"}
     assert outs == {"train_data": "system.Dataset@0.0.1", "eval_data": "system.Dataset@0.0.1"}
     assert build_data.name == "build-data"
 

@@ -14,10 +14,12 @@ def deploy(recipe: str, pipeline_run: str, model_uri: str, apply: bool, manifest
 
     from sifthinker.names import Stage
     from sifthinker.serving.deploy import deploy as deploy_model
+    from sifthinker.stage_logs import log_deploy
     from sifthinker.stages import json_safe, stage
 
-    with stage(Stage.DEPLOY, recipe, pipeline_run) as st:
+    with stage(Stage.DEPLOY, recipe, pipeline_run, track=True) as st:
         result = deploy_model(st.cfg, model_uri, apply=apply, out_dir=Path(manifest.path))
+        log_deploy(result)
         manifest.metadata.update({"model_uri": model_uri, "applied": apply, "validation": result.validation})
         st.done(result.headline())
     return json.dumps(json_safe(result.to_dict()))

@@ -15,18 +15,21 @@ from components._base import COMPONENT_OPTIONS
 
 
 @dsl.component(**COMPONENT_OPTIONS)
-def gate(recipe: str, metrics_parts: list, failures: OutputPath(str), metrics: OutputPath(str)) -> bool:
+def gate(recipe: str, metrics_parts: list, failures: OutputPath(str), metrics: OutputPath(str),
+         pipeline_run: str = "") -> bool:
     """Check the merged evaluation metrics against the recipe's gate; True when every rule holds."""
     import json
 
     from sifthinker.gate import merge_metrics, run_gate
     from sifthinker.names import Stage
+    from sifthinker.stage_logs import log_gate
     from sifthinker.stages import stage
 
-    with stage(Stage.GATE, recipe) as st:
+    with stage(Stage.GATE, recipe, pipeline_run, track=True) as st:
         merged = merge_metrics(metrics_parts)
         result = run_gate(st.cfg, merged)
         print(result.summary())
+        log_gate(result)
         with open(failures, "w") as f:
             f.write("\n".join(result.failures))
         with open(metrics, "w") as f:

@@ -9,7 +9,7 @@ from components.gate.component import gate
 
 def test_spec():
     ins, outs = io_types(gate)
-    assert ins == {"recipe": "String", "metrics_parts": "List"}
+    assert ins == {"recipe": "String", "metrics_parts": "List", "pipeline_run": "String"}
     assert outs == {"Output": "Boolean", "failures": "String", "metrics": "String"}
 
 

@@ -48,9 +48,13 @@ def test_registers_in_a_real_mlflow_store(recipe, work_env, tmp_path):
     name, version, model_uri, source_uri, run_id = register.python_func(
         recipe=recipe, pipeline_run="job-8", model=_model(tmp_path), metrics_json=json.dumps({"format_validity": 0.9}))
     assert (name, version, model_uri) == ("sifthinker-local", "1", "models:/sifthinker-local/1")
-    assert source_uri.endswith("model")
+    assert source_uri.endswith("/artifacts")  # the logged model's artifact folder
     client = MlflowClient(f"sqlite:///{work_env / 'mlflow.db'}")
     mv = client.get_model_version_by_alias("sifthinker-local", "challenger")
     assert str(mv.version) == "1" and mv.run_id == run_id
-    assert mv.tags["lineage.pipeline_run"] == "job-8"
-    assert client.get_run(run_id).data.tags["sifthinker.pipeline_run"] == "job-8"
+    assert mv.tags["pipeline_run"] == "job-8"
+    run = client.get_run(run_id)
+    assert run.data.tags["sifthinker.pipeline_run"] == "job-8"
+    # nested under the pipeline run's parent run, named after it
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name == "job-8" and parent.data.tags["sifthinker.stage"] == "pipeline"

@@ -12,7 +12,8 @@ from sifthinker.data.checks import DataValidationError
 
 def test_spec():
     ins, outs = io_types(validate_data)
-    assert ins == {"recipe": "String", "train_data": "system.Dataset@0.0.1", "eval_data": "system.Dataset@0.0.1"}
+    assert ins == {"recipe": "String", "train_data": "system.Dataset@0.0.1", "eval_data": "system.Dataset@0.0.1",
+                   "pipeline_run": "String"}
     assert outs == {"report": "system.Markdown@0.0.1"}
 
 

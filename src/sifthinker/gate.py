@@ -141,26 +141,18 @@ def check_gate(metrics: Mapping[str, Any], thresholds: Mapping[str, float],
 
 
 def champion_metrics(cfg: RunConfig) -> dict[str, float] | None:
-    """The current champion's registered metrics (its ``metric.<name>`` tags), or None when there is no
+    """The current champion's registered metrics (``registry.get_metrics``), or None when there is no
     champion yet (no store, no model, no alias). An unreachable or failing store raises RegistryError:
     the gate must not pass a champion-relative rule because it could not look."""
-    from sifthinker.registry import CHAMPION, NotRegistered, get_version
+    from sifthinker.registry import CHAMPION, NotRegistered, get_metrics
 
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None  # nothing was ever registered here
     try:
-        mv = get_version(cfg, f"models:/{cfg.registry.model_name}@{CHAMPION}")
+        return get_metrics(cfg, f"models:/{cfg.registry.model_name}@{CHAMPION}")
     except NotRegistered:
         return None
-    out = {}
-    for key, raw in (mv.tags or {}).items():
-        if key.startswith("metric."):
-            try:
-                out[key.removeprefix("metric.")] = float(raw)
-            except ValueError:
-                continue  # a non-numeric tag (e.g. a list) is no threshold
-    return out
 
 
 def run_gate(cfg: RunConfig, metrics: Mapping[str, Any]) -> GateResult:

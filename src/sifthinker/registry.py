@@ -1,9 +1,9 @@
 """Model registry (stage "register"): MLflow model versions of plain `save_pretrained` folders.
 
-* :func:`register_model` logs the model folder as artifacts of a "register" stage run, creates a model
-  version whose source is that artifact folder (``MlflowClient.create_model_version``; the high-level
-  ``mlflow.register_model`` only accepts MLflow-flavoured models), tags the version with every metric and
-  lineage item, and points the alias ``challenger`` at it.
+* :func:`register_model` logs the model folder as an MLflow 3 logged model of a "register" stage run (its
+  metrics and lineage params where MLflow shows them natively), creates a model version whose source is
+  the logged model's artifact folder (``MlflowClient.create_model_version``; the high-level
+  ``mlflow.register_model`` only accepts MLflow-flavoured models), and points the alias ``challenger`` at it.
 * :func:`promote` moves an alias (``champion`` by default) and records the version it replaced.
 * :func:`resolve` turns ``models:/NAME@alias`` / ``models:/NAME/V`` (or a local folder) into a local
   folder, downloading once per (tracking store, name, version) into a cache.
@@ -12,10 +12,10 @@
 Only :func:`register_model` creates a tracking store; the other functions raise :class:`RegistryError`
 (one line naming the store) for a missing sqlite file, an unreachable server or a failing store.
 
-Tag layout on a model version (all values are strings, truncated to MLflow's limit):
-``metric.<name>``, ``lineage.<key>`` (nested dicts flattened with dots), ``recipe``, ``recipe_artifact``,
-``register_run_id``, and after a promotion ``previous.<alias>`` (the version that held the alias before,
-or ``none``). The registered model gets ``last_promotion.<alias>`` = ``"<old> -> <new>"``.
+Tags on a model version, only what MLflow has no field for: ``recipe``, ``data_fingerprint`` (the
+training data's hash), ``pipeline_run``, and after a promotion ``previous.<alias>`` (the version that held
+the alias before, or ``none``). Versions registered before logged models carry ``metric.<name>`` tags
+instead; :func:`version_metrics` reads either. The registered model gets ``last_promotion.<alias>`` = ``"<old> -> <new>"``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ from urllib.parse import urlparse
 
 from sifthinker.config import RunConfig
 from sifthinker.lineage import dir_hash, flatten
+from sifthinker.logged_models import (
+    link_metrics,
+    model_metrics,
+    version_metrics,
+)
 from sifthinker.names import Env, Stage
 
 log = logging.getLogger(__name__)
@@ -180,16 +185,20 @@ def _wait_ready(client, name: str, version: str, timeout: float = 60.0) -> None:
 def register_model(
     cfg: RunConfig, model_dir: str | Path, metrics: dict[str, Any], lineage: dict[str, Any]
 ) -> RegisteredVersion:
-    """Log ``model_dir`` in a "register" stage run and register it as a new version (alias ``challenger``).
+    """Log ``model_dir`` as an MLflow logged model in a "register" stage run and register it as a new
+    version (alias ``challenger``), the MLflow 3 way (docs/evaluation.md, "The model in MLflow").
 
-    ``metrics`` are logged on the run (numeric ones) and tagged on the version as ``metric.<name>``;
-    ``lineage`` (e.g. ``data_dir``, ``data_hash``, ``parent_runs: {stage: run_id}``) is tagged as
-    ``lineage.<key>``. When ``lineage`` has a ``data_dir`` that exists and no ``data_hash``, the hash is
-    computed (:func:`dir_hash`). The full recipe YAML is logged as the run artifact ``recipe.yaml``.
+    The logged model (name = the registered model's) holds the files, ``metrics`` (each once, see
+    :func:`model_metrics`; linked where the evaluate runs logged them) and ``lineage`` as its params
+    (e.g. ``data_dir``, ``data_hash``, ``parent_runs.<stage>``: nested dicts flattened with dots). When
+    ``lineage`` has a ``data_dir`` that exists and no ``data_hash``, the hash is computed (:func:`dir_hash`).
+    The version's source is the logged model's artifact folder; its only tags are ``recipe``,
+    ``data_fingerprint`` and ``pipeline_run`` (:data:`sifthinker.logged_models.VERSION_TAGS`).
+    The full recipe YAML is the run artifact ``recipe.yaml``.
     """
     import mlflow
 
-    from sifthinker.tracking import stage_run
+    from sifthinker.tracking import pipeline_run_id, stage_run
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir() or not any(model_dir.iterdir()):
@@ -197,39 +206,42 @@ def register_model(
     lineage = dict(lineage)
     if lineage.get("data_dir") and "data_hash" not in lineage and Path(lineage["data_dir"]).is_dir():
         lineage["data_hash"] = dir_hash(lineage["data_dir"])
-    flat_lineage = {f"lineage.{k}": v for k, v in flatten(lineage).items()}
-    flat_metrics = flatten(metrics)
+    params = {k: _tag_value(v)[:500] for k, v in flatten(lineage).items()}
     name = cfg.registry.model_name
+    pipeline_run = str(lineage.get("pipeline_run") or pipeline_run_id() or "")
 
     with stage_run(cfg, Stage.REGISTER, params={"model_name": name, "model_dir": str(model_dir)}) as run:
         run_id = run.info.run_id
-        numeric = {
-            k: float(v) for k, v in flat_metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        if numeric:
-            mlflow.log_metrics(numeric)
-        mlflow.set_tags({k: _tag_value(v) for k, v in flat_lineage.items()})
+        client = mlflow.MlflowClient()
         mlflow.log_text(cfg.to_yaml(), RECIPE_ARTIFACT)
-        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT_PATH)
+        lm = mlflow.initialize_logged_model(name=name, source_run_id=run_id, params=params,
+                                            model_type="sifthinker-vlm", tags={"recipe": cfg.name})
+        try:
+            client.log_model_artifacts(lm.model_id, str(model_dir))
+            link_metrics(client, lm.model_id, run_id, model_metrics(metrics), pipeline_run, cfg)
+        except BaseException:
+            mlflow.finalize_logged_model(lm.model_id, "FAILED")
+            raise
+        mlflow.finalize_logged_model(lm.model_id, "READY")
         artifact_uri = run.info.artifact_uri.rstrip("/")
-    source = f"{artifact_uri}/{MODEL_ARTIFACT_PATH}"
+    source = client.get_logged_model(lm.model_id).artifact_location.rstrip("/")
 
     client = _client(cfg.tracking_uri, create=True)
     _ensure_registered_model(client, name)
     mv = client.create_model_version(
-        name=name, source=source, run_id=run_id, description=f"recipe {cfg.name}, registered by run {run_id}"
-    )
+        name=name, source=source, run_id=run_id, model_id=lm.model_id,
+        description=f"recipe {cfg.name}, registered by run {run_id}",
+        tags={k: _tag_value(v) for k, v in {"recipe": cfg.name, "data_fingerprint": lineage.get("data_hash"),
+                                             "pipeline_run": pipeline_run}.items() if v})
     version = str(mv.version)
     _wait_ready(client, name, version)
-    tags: dict[str, Any] = {f"metric.{k}": v for k, v in flat_metrics.items()}
-    tags.update(flat_lineage)
-    tags.update(
-        {"recipe": cfg.name, "recipe_artifact": f"{artifact_uri}/{RECIPE_ARTIFACT}", "register_run_id": run_id}
-    )
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, _tag_value(v))
+    # what the tracking server does on a REST registration (links the logged model's page to its
+    # versions); an embedded store leaves it to the client
+    with contextlib.suppress(NotImplementedError):
+        client._tracking_client.store.set_model_versions_tags(name=name, version=version, model_id=lm.model_id)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    log.info("registered %s version %s from run %s (alias %s)", name, version, run_id, CHALLENGER)
+    log.info("registered %s version %s from run %s (logged model %s, alias %s, recipe %s)", name, version,
+             run_id, lm.model_id, CHALLENGER, f"{artifact_uri}/{RECIPE_ARTIFACT}")
     return RegisteredVersion(name=name, version=version, source_uri=source, run_id=run_id)
 
 
@@ -298,9 +310,21 @@ def get_version(cfg_or_uri: RunConfig | str | None, model_uri: str):
                 return client.get_model_version_by_alias(name, alias)
             return client.get_model_version(name, version)
         except MlflowException as e:
-            if _is_missing(e):
-                raise NotRegistered(f"{model_uri} does not exist in {uri}") from e
-            raise
+            if not _is_missing(e):
+                raise
+            hint = ""
+            with contextlib.suppress(MlflowException):  # the aliases there are: a typo is one look away
+                held = sorted((client.get_registered_model(name).aliases or {}).items()) if alias else None
+                hint = "" if held is None else f" (aliases of {name}: {', '.join(f'{a} -> version {v}' for a, v in held) or 'none'})"
+            raise NotRegistered(f"{model_uri} does not exist in {uri}{hint}") from e
+
+
+def get_metrics(cfg_or_uri: RunConfig | str | None, model_uri: str) -> dict[str, float]:
+    """The metrics of the version a ``models:/`` URI points at (:func:`version_metrics`)."""
+    uri = _tracking_uri(cfg_or_uri)
+    mv = get_version(uri, model_uri)
+    with _store_errors(uri):
+        return version_metrics(_client(uri), mv)
 
 
 def default_cache_dir(cfg: RunConfig | None = None) -> Path:
@@ -360,18 +384,19 @@ def resolve(
 
 # ---- describe --------------------------------------------------------------------------------------
 def describe(name: str, cfg_or_uri: RunConfig | str | None = None) -> dict:
-    """``{"name", "aliases": {alias: version}, "versions": [{version, source, run_id, status, aliases, tags}]}``
-    with versions in ascending order."""
+    """``{"name", "aliases": {alias: version}, "versions": [{version, source, run_id, status, created, aliases,
+    tags, metrics}]}`` with versions in ascending order (``metrics``: :func:`version_metrics`)."""
     uri = _tracking_uri(cfg_or_uri)
     with _store_errors(uri):
         client = _client(uri)
         rm = _registered_model(client, uri, name)
         found = client.search_model_versions(f"name = '{name}'")
+        metrics = {str(mv.version): version_metrics(client, mv) for mv in found}
     aliases = {str(k): str(v) for k, v in (rm.aliases or {}).items()}
     versions = [
         {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "status": mv.status,
          "created": mv.creation_timestamp, "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
-         "tags": dict(mv.tags or {})}
+         "tags": dict(mv.tags or {}), "metrics": metrics[str(mv.version)]}
         for mv in found
     ]
     versions.sort(key=lambda v: int(v["version"]))

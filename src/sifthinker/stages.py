@@ -93,17 +93,26 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage(name: Stage, recipe: str, pipeline_run: str = "", part: str = "") -> Iterator[StageRun]:
+def stage(name: Stage, recipe: str, pipeline_run: str = "", part: str = "", track: bool = False
+          ) -> Iterator[StageRun]:
     """Run one stage: its config, a start event, and a ``done`` (or ``failed``) event at the end.
 
     ``part`` names one of several parallel runs of the stage (evaluate's benchmarks): ``evaluate:vstar``.
+    ``track``: open the stage's MLflow run (:func:`sifthinker.tracking.stage_run`) around the body, for the
+    stages whose library call opens none itself (build-data, validate-data, gate, deploy).
     """
     t0 = time.monotonic()
     who = f"{name}:{part}" if part else str(name)
     events.emit("start", who)
     try:
         run = StageRun(name, stage_config(recipe, pipeline_run))
-        yield run
+        if track:
+            from sifthinker.tracking import stage_run
+
+            with stage_run(run.cfg, name, part=part):
+                yield run
+        else:
+            yield run
     except BaseException as e:
         first = (str(e).strip().splitlines() or [""])[0]
         events.emit("failed", who, error=f"{type(e).__name__}: {first}", seconds=time.monotonic() - t0)

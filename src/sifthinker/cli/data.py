@@ -107,13 +107,16 @@ def build(source: str, input_: str | None, image_root: str | None, out_dir: str,
 
 
 @data.command("validate")
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--balance-tolerance", type=float, default=0.25, show_default=True,
               help="Each category's share must lie within (1 +- tol) / num_categories.")
 def validate(data_dir: Path, balance_tolerance: float) -> None:
     """Run the Great Expectations suite over DATA_DIR/records.json; exit 1 listing failed expectations."""
     from sifthinker.data.checks import check_dataset
 
+    if not data_dir.is_dir():  # exit 1 as for failed expectations (click's own check would exit 2)
+        click.echo(f"{data_dir}: no such folder (give a dataset folder holding records.json)", err=True)
+        sys.exit(1)
     result = check_dataset(data_dir, balance_tolerance=balance_tolerance)
     if result.success:
         click.echo(f"{data_dir}: all expectations passed")
@@ -126,13 +129,15 @@ def validate(data_dir: Path, balance_tolerance: float) -> None:
 
 @data.command("export")
 @click.option("--format", "fmt", type=click.Choice(["llamafactory"]), default="llamafactory", show_default=True)
-@click.option("--name", default="SIF-50K", show_default=True, help="The dataset's name in dataset_info.json.")
+@click.option("--name", default=None, help="The dataset's name in dataset_info.json (default: DATA_DIR's folder name).")
 @click.option("--copy-images", is_flag=True, help="Copy the images into OUT/images (OUT then stands alone).")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-def export(fmt: str, name: str, copy_images: bool, data_dir: Path, out_dir: Path) -> None:
+def export(fmt: str, name: str | None, copy_images: bool, data_dir: Path, out_dir: Path) -> None:
     """Write DATA_DIR as LLaMA-Factory sharegpt data in OUT_DIR, with its dataset_info.json entry."""
     from sifthinker.data.export import export_llamafactory
+
+    name = name or data_dir.resolve().name  # users' own data is not SIF-50K
 
     with one_line_errors(ValueError, KeyError):
         target = export_llamafactory(data_dir, out_dir, name=name, copy_images=copy_images)

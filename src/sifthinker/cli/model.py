@@ -92,6 +92,24 @@ def rollback_cmd(name: str, alias: str, recipe: str | None, tracking_uri: str | 
         click.echo(f"{name}@{alias}: already rolled back from version {res['from']} to {res['to']}; nothing to do")
 
 
+def version_table(d: dict) -> str:
+    """``model list``'s table: one row per version, its aliases, the headline metrics, when it was created
+    (``--json`` has every metric)."""
+    from datetime import datetime
+
+    from sifthinker.logged_models import HEADLINE_METRICS
+
+    heads = [m.split("/", 1)[1] for m in HEADLINE_METRICS]  # sif-bench's, bare as version_metrics gives them
+    rows = [["version", "aliases", *heads, "created"]]
+    for v in reversed(d["versions"]):  # newest first
+        created = datetime.fromtimestamp(v["created"] / 1000).strftime("%Y-%m-%d %H:%M") if v["created"] else "-"
+        rows.append([str(v["version"]), ",".join(v["aliases"]) or "-",
+                     *(f"{v['metrics'][m]:.3f}" if m in v["metrics"] else "-" for m in heads), created])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return f"{d['name']}: {len(d['versions'])} version(s)\n" + "\n".join(lines)
+
+
 @model.command("list")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
@@ -106,12 +124,7 @@ def list_cmd(name: str, as_json: bool, recipe: str | None, tracking_uri: str | N
     if as_json:
         click.echo(json.dumps(d, indent=2, sort_keys=True))
         return
-    click.echo(f"{d['name']}  aliases: " + (", ".join(f"{a}={v}" for a, v in sorted(d["aliases"].items())) or "none"))
-    for v in d["versions"]:
-        metrics = {k.removeprefix("metric."): val for k, val in v["tags"].items() if k.startswith("metric.")}
-        shown = " ".join(f"{k}={val}" for k, val in sorted(metrics.items()))
-        aliases = ",".join(v["aliases"])
-        click.echo(f"  v{v['version']:<4} {v['status']:<8} {aliases:<20} run={v['run_id']} {shown}")
+    click.echo(version_table(d))
 
 
 @model.command("resolve")

@@ -19,13 +19,14 @@ retry fail the run (finished items stay cached, so a rerun continues).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,18 @@ def run_benchmark(cfg: RunConfig, name: str | Benchmark, data: str | Path, out_d
                   scoring: str | None = None, generate_fn: GenerateFn | None = None, track: bool = True,
                   endpoint_model: str | None = None) -> BenchmarkRun:
     """Evaluate one benchmark (module docstring). ``generate_fn`` (tests, fakes) wins over ``model`` and
-    ``endpoint``, which are then only recorded."""
+    ``endpoint``, which are then only recorded. ``track``: in an MLflow run ``evaluate:<benchmark>`` opened
+    before the work, so its times cover it."""
+    with tracked(cfg, name if isinstance(name, str) else name.name, track) as run_id:
+        run = _run_benchmark(cfg, name, data, out_dir, model=model, endpoint=endpoint, limit=limit,
+                             scoring=scoring, generate_fn=generate_fn, track=track, endpoint_model=endpoint_model)
+        run.run_id = run_id
+        return run
+
+
+def _run_benchmark(cfg: RunConfig, name: str | Benchmark, data: str | Path, out_dir: str | Path, *,
+                   model: str | Path | None, endpoint: str | None, limit: int | None, scoring: str | None,
+                   generate_fn: GenerateFn | None, track: bool, endpoint_model: str | None) -> BenchmarkRun:
     from sifthinker.depth_providers import make_depth_provider
     from sifthinker.storage import localize
 
@@ -261,8 +273,11 @@ def score_predictions_file(cfg: RunConfig, name: str | Benchmark, data: str | Pa
                                                  **({"error": preds[it.id].error} if preds[it.id].error else {})},
                                                 ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
     context = {"benchmark": bench.name, "data": str(data), "scoring": str(scoring), "predictions": str(predictions)}
-    return _finish(cfg, bench, root, items, {it.id: preds[it.id] for it in items}, out, scoring, track, context,
-                   pred_path, items_path)
+    with tracked(cfg, bench.name, track) as run_id:
+        run = _finish(cfg, bench, root, items, {it.id: preds[it.id] for it in items}, out, scoring, track,
+                      context, pred_path, items_path)
+        run.run_id = run_id
+        return run
 
 
 def _score(bench: Benchmark, items: Sequence[Item], answers: dict[str, CachedAnswer],
@@ -303,27 +318,34 @@ def _finish(cfg: RunConfig, bench: Benchmark, root: Path, items: list[Item], ans
     run = BenchmarkRun(bench.name, metrics, score, out, metrics_path, pred_path, items_path, html, chart,
                        [p for p, _ in renders], generated=generated, cached=len(items) - generated, report=data)
     if track:
-        run.run_id = log_to_mlflow(cfg, {bench.name: run}, {"benchmark": bench.name, **context})
+        log_benchmark(run, context)
     return run
 
 
-def log_to_mlflow(cfg: RunConfig, runs: dict[str, BenchmarkRun], params: dict[str, Any],
-                  extra_metrics: dict[str, float] | None = None, files: Sequence[Path] = ()) -> str | None:
-    """One evaluate stage run: metrics keyed ``<benchmark>/<metric>`` (plus ``extra_metrics``), each
-    benchmark's files under its name."""
-    import mlflow
-
+@contextlib.contextmanager
+def tracked(cfg: RunConfig, benchmark: str, track: bool, params: dict[str, Any] | None = None
+            ) -> Iterator[str | None]:
+    """The MLflow stage run ``evaluate:<benchmark>`` around one benchmark's work (yields its id), or nothing."""
+    if not track:
+        yield None
+        return
     from sifthinker.tracking import stage_run
 
-    with stage_run(cfg, STAGE, params=params) as active:
-        metrics = {f"{b}/{k}": v for b, r in runs.items() for k, v in r.metrics.items()}
-        mlflow.log_metrics({_mlflow_key(k): float(v) for k, v in {**metrics, **(extra_metrics or {})}.items()})
-        for b, r in runs.items():
-            for p in (r.metrics_path, r.predictions_path, r.items_path, r.report_html, r.chart):
-                if p is not None:
-                    mlflow.log_artifact(str(p), artifact_path=b)
-            if r.renders:
-                mlflow.log_artifacts(str(r.out_dir / "renders"), artifact_path=f"{b}/renders")
-        for p in files:
-            mlflow.log_artifact(str(p))
-        return getattr(getattr(active, "info", None), "run_id", None)
+    with stage_run(cfg, STAGE, params={"benchmark": benchmark, **(params or {})}, part=benchmark) as active:
+        yield active.info.run_id
+
+
+def log_benchmark(run: BenchmarkRun, context: dict[str, Any] | None = None) -> None:
+    """Into the active MLflow run: the benchmark's metrics, each once, keyed ``<benchmark>/<metric>``
+    (docs/evaluation.md), and its files under ``<benchmark>/``."""
+    import mlflow
+
+    b = run.benchmark
+    mlflow.log_metrics({_mlflow_key(f"{b}/{k}"): float(v) for k, v in run.metrics.items()})
+    if context:
+        mlflow.log_params({k: str(v)[:500] for k, v in context.items() if k != "benchmark"})
+    for p in (run.metrics_path, run.predictions_path, run.items_path, run.report_html, run.chart):
+        if p is not None:
+            mlflow.log_artifact(str(p), artifact_path=b)
+    if run.renders:
+        mlflow.log_artifacts(str(run.out_dir / "renders"), artifact_path=f"{b}/renders")

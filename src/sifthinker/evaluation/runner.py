@@ -5,11 +5,13 @@ each listed benchmark into ``out_dir/<benchmark>/`` (``sif-bench`` without ``dat
 the pipeline's held-out split) with one generator, so the model is loaded once. It writes:
 
 * ``metrics.json``: every benchmark's metrics keyed ``<benchmark>/<metric>``, plus sif-bench's also
-  unprefixed (``format_validity``, ``accuracy``, ...: the gate's bare keys mean sif-bench's);
+  unprefixed (``format_validity``, ``accuracy``, ...: the gate's bare keys mean sif-bench's; MLflow gets
+  each metric once, prefixed);
 * ``report.html``: the index page, each benchmark's facts, chart, metrics and gallery embedded, linking
   to each ``<benchmark>/report.html`` with its items;
 
-and logs one MLflow stage run (metrics as above, each benchmark's files under its name) when ``track``.
+and, when ``track``, logs one MLflow run ``evaluate:<benchmark>`` per benchmark, opened before its work
+(metrics keyed ``<benchmark>/<metric>``, its files under its name; the index page with the first).
 
 Generation is behind a seam: ``generate_fn(requests) -> outcomes`` (:mod:`sifthinker.evaluation.inputs`).
 The default is :class:`ModelGenerator` on ``model_dir``; tests pass :class:`FakeOracleGenerator`, a fake
@@ -27,7 +29,7 @@ from sifthinker.config import RunConfig
 from sifthinker.evaluation.generators import FakeOracleGenerator, ModelGenerator
 from sifthinker.evaluation.inputs import GenerateFn
 from sifthinker.evaluation.report import write_index_report
-from sifthinker.evaluation.run import BenchmarkRun, log_to_mlflow, run_benchmark
+from sifthinker.evaluation.run import BenchmarkRun, log_benchmark, run_benchmark, tracked
 
 __all__ = ["EvalResult", "FakeOracleGenerator", "GenerateFn", "ModelGenerator", "evaluate"]
 
@@ -93,19 +95,27 @@ def evaluate(
             raise ValueError("model_dir is required unless generate_fn is given")
         generate_fn = ModelGenerator(cfg, model_dir)  # one generator: the model is loaded once for all
 
+    gen_name = getattr(generate_fn, "name", type(generate_fn).__name__)
+    params = {"model_dir": str(model_dir), "eval_dir": str(eval_dir), "generator": gen_name,
+              "scoring": cfg.eval.scoring, "max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}
     runs: dict[str, BenchmarkRun] = {}
     for ref in cfg.eval.benchmarks:
         caps = [c for c in (limit, ref.limit) if c]
-        runs[ref.name] = run_benchmark(cfg, ref.name, ref.data or eval_dir, out / ref.name, model=model_dir,
-                                       limit=min(caps) if caps else None, generate_fn=generate_fn, track=False)
-        log.info("%s", runs[ref.name].headline())
+        # one MLflow run per benchmark, opened before its work so the run's times cover it
+        with tracked(cfg, ref.name, track, params) as run_id:
+            run = runs[ref.name] = run_benchmark(cfg, ref.name, ref.data or eval_dir, out / ref.name,
+                                                 model=model_dir, limit=min(caps) if caps else None,
+                                                 generate_fn=generate_fn, track=False)
+            run.run_id = run_id
+            if track:
+                log_benchmark(run)
+        log.info("%s", run.headline())
 
     metrics = {f"{b}/{k}": v for b, r in runs.items() for k, v in r.metrics.items()}
     if PRIMARY in runs:
         metrics.update(runs[PRIMARY].metrics)
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    gen_name = getattr(generate_fn, "name", type(generate_fn).__name__)
     context = {"recipe": cfg.name, "model": str(model_dir), "generator": gen_name, "scoring": cfg.eval.scoring,
                "benchmarks": ", ".join(runs)}
     sections = [replace(r.report, link=f"{b}/report.html") for b, r in runs.items() if r.report is not None]
@@ -115,10 +125,10 @@ def evaluate(
     result = EvalResult(metrics=metrics, predictions_path=first.predictions_path,
                         renders=[p for r in runs.values() for p in r.renders], report_html=html,
                         metrics_path=metrics_path, chart=first.chart, runs=runs)
-    if track:
-        unprefixed = runs[PRIMARY].metrics if PRIMARY in runs else {}
-        params = {"model_dir": str(model_dir), "eval_dir": str(eval_dir), "generator": gen_name,
-                  "benchmarks": ",".join(runs), "scoring": cfg.eval.scoring,
-                  "max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}
-        result.run_id = log_to_mlflow(cfg, runs, params, extra_metrics=unprefixed, files=[metrics_path, html])
+    if track:  # the index page and the merged metrics.json go with the first benchmark's run
+        import mlflow
+
+        result.run_id = first.run_id
+        for p in (metrics_path, html):
+            mlflow.MlflowClient().log_artifact(first.run_id, str(p))
     return result
