@@ -24,7 +24,7 @@ from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
 from sifthinker.training.common import TrainResult, train_and_save
 from sifthinker.training.datasets import load_records
 from sifthinker.training.launch import launch
-from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch
+from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch, world_size
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
     model, processor = load_model(model_dir, cfg, for_training=True)
     params = {**stage.params(cfg, model, records), "model_dir": str(model_dir), "train_dir": str(train_dir),
               "num_records": len(records), "model.freeze_vision": cfg.model.freeze_vision,
-              "resumed_from": resume.name if resume else ""}
+              "resumed_from": resume.name if resume else "", "world_size": world_size()}
     work = str(plan.local_dir) if plan is not None else tempfile.mkdtemp(prefix=f"{stage.name}-")
     callback = MetricsCallback(stage.name)
     callbacks: list[Any] = [callback] + ([CheckpointCallback(plan)] if plan is not None else [])

@@ -15,6 +15,7 @@ from sifthinker.config import RunConfig
 from sifthinker.names import Stage
 from sifthinker.training.common import TrainResult, device_flags, peft_config
 from sifthinker.training.datasets import sft_dataset
+from sifthinker.training.deepspeed_config import deepspeed_config
 from sifthinker.training.preflight import preflight
 from sifthinker.training.runner import TrainingStage, run_stage
 
@@ -41,7 +42,7 @@ def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
         "dataloader_num_workers": 0,
         "disable_tqdm": True,  # MetricsCallback prints one line per logging step instead
         "seed": cfg.data.seed,
-        "deepspeed": s.deepspeed,
+        "deepspeed": deepspeed_config(s.deepspeed) if s.deepspeed else None,
         **device_flags(),
     }
     kwargs.update(overrides)
