@@ -57,16 +57,23 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sft_model(data_dir, tmp_path_factory) -> Path:
-    """The tiny model after a short single-process SFT: its rollouts earn answer rewards that differ
-    within a group, so whole-group and half-group means differ (a random model scores 0 everywhere)."""
+def base_model(data_dir, tmp_path_factory) -> Path:
     from sifthinker.model import build_tiny_model, corpus_from_records
     from sifthinker.training.datasets import load_records
+
+    root = tmp_path_factory.mktemp("ds-base")
+    return build_tiny_model(make_cfg(root), root / "model", list(corpus_from_records(load_records(data_dir))))
+
+
+@pytest.fixture(scope="module")
+def sft_model(data_dir, base_model, tmp_path_factory) -> Path:
+    """The tiny model after a short single-process SFT: its rollouts earn answer rewards that differ
+    within a group, so whole-group and half-group means differ (a random model scores 0 everywhere)."""
     from sifthinker.training.sft import run_sft
 
     root = tmp_path_factory.mktemp("ds-sft")
     cfg = make_cfg(root)
-    base = build_tiny_model(cfg, root / "base", list(corpus_from_records(load_records(data_dir))))
+    base = base_model
     cfg.sft.learning_rate, cfg.sft.epochs, cfg.sft.per_device_batch_size, cfg.sft.warmup_ratio = 1e-2, 40, 2, 0.0
     cfg.sft.logging_steps = 40
     return run_sft(cfg, data_dir, base, root / "sft").output_dir
@@ -143,7 +150,7 @@ def test_preflight_stops_use_vllm_beside_a_vllm_that_trl_does_not_support(tmp_pa
 
 # ---- training ------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_sft_with_lora_under_zero3_on_two_processes_merges_a_loadable_model(data_dir, sft_model, tmp_path,
+def test_sft_with_lora_under_zero3_on_two_processes_merges_a_loadable_model(data_dir, base_model, tmp_path,
                                                                               monkeypatch):
     from safetensors import safe_open
 
@@ -152,14 +159,16 @@ def test_sft_with_lora_under_zero3_on_two_processes_merges_a_loadable_model(data
     monkeypatch.setenv("SIFTHINKER_NPROC", "2")
     cfg = make_cfg(tmp_path)
     cfg.sft.deepspeed, cfg.sft.lora = str(ZERO3), LoraConfig(r=8, alpha=16)
-    cfg.sft.learning_rate, cfg.sft.warmup_ratio, cfg.sft.per_device_batch_size = 5e-2, 0.0, 1
-    res = run_sft(cfg, data_dir, sft_model, tmp_path / "sft-zero3", max_steps=4)
+    # 3 per rank x 2 ranks = all 6 records in every step: the loss of one batch, step after step
+    cfg.sft.learning_rate, cfg.sft.warmup_ratio, cfg.sft.per_device_batch_size = 5e-2, 0.0, 3
+    cfg.sft.logging_steps = 1
+    res = run_sft(cfg, data_dir, base_model, tmp_path / "sft-zero3", max_steps=4)
     losses = [row["loss"] for row in res.history if "loss" in row]
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     assert _params(cfg, res.mlflow_run_id)["world_size"] == "2"
     with safe_open(res.output_dir / "model.safetensors", "pt") as f:
         keys = set(f.keys())
-    with safe_open(sft_model / "model.safetensors", "pt") as f:
+    with safe_open(base_model / "model.safetensors", "pt") as f:
         assert keys == set(f.keys())  # merged: the base's tensors, no adapter
     model, _ = load_model(res.output_dir, cfg)
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
@@ -237,6 +246,7 @@ def test_two_nodes_from_pet_variables_join_one_zero2_group(data_dir, sft_model, 
     (tmp_path / "zero2.json").write_text(json.dumps(zero2))
     cfg = make_cfg(tmp_path)
     cfg.sft.deepspeed, cfg.sft.learning_rate, cfg.sft.warmup_ratio = str(tmp_path / "zero2.json"), 1e-2, 0.0
+    cfg.sft.logging_steps = 1
     files = JobFiles(local=tmp_path / "job", remote=PurePosixPath(tmp_path / "job"))
     files.local.mkdir()
     Path(files.recipe).write_text(cfg.to_yaml())

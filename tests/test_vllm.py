@@ -5,9 +5,9 @@ images/vllm/make-env.sh), found at ``$SIFTHINKER_VLLM_ENV`` or ``work/vllm-env``
 here is skipped with that reason. Opt-in: ``make test-vllm`` (``make test`` leaves the ``vllm`` marker out:
 the server takes ~1.5 min to start on this 2-core VM and the venv is ~6.6 GB).
 
-The model is the tiny Qwen2.5-VL in the local recipe's shape (head size 32: vLLM's CPU attention has no
-kernel for the 8-wide heads of the smaller test shape), served as the ``save_pretrained`` folder our
-stages write. The failure cases a real vLLM cannot be made to produce (a 500) stay with the stand-in in
+The model is the tiny Qwen2.5-VL in the local recipe's shape (head size 32, as vLLM's CPU attention
+needs; the training tests' smaller shape has 8) after a short SFT, served as the ``save_pretrained``
+folder our stages write. The failure cases a real vLLM cannot be made to produce (a 500) stay with the stand-in in
 tests/test_serving_transformer.py.
 """
 
@@ -40,9 +40,32 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def vllm(tiny_model_dir, tmp_path_factory):
+def trained_model(tmp_path_factory) -> Path:
+    """The local recipe's tiny model after a short SFT on the fixture traces. A random one's greedy choice
+    is a padding row of the output layer (rows beyond the tokenizer's 304 tokens): vLLM returns it as "",
+    while our `generate` suppresses those rows (`inference.suppressed_ids`), so the two would differ by
+    construction (docs/benchmarks.md, "vLLM")."""
+    from test_training import make_records
+
+    from sifthinker.model import build_tiny_model, corpus_from_records
+    from sifthinker.training.datasets import load_records
+    from sifthinker.training.sft import run_sft
+
+    root = tmp_path_factory.mktemp("vllm-model")
+    make_records(root / "data")
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    cfg.work_dir, cfg.registry.tracking_uri = str(root / "work"), f"sqlite:///{root / 'mlflow.db'}"
+    cfg.registry.artifact_root = str(root / "mlartifacts")
+    cfg.model.tiny.pretrain_steps = 0
+    base = build_tiny_model(cfg, root / "base", list(corpus_from_records(load_records(root / "data"))))
+    cfg.sft.learning_rate, cfg.sft.epochs, cfg.sft.per_device_batch_size, cfg.sft.warmup_ratio = 3e-3, 20, 2, 0.0
+    return run_sft(cfg, root / "data", base, root / "sft").output_dir
+
+
+@pytest.fixture(scope="module")
+def vllm(trained_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm")
-    with vllm_subprocess(VLLM_ENV / "bin" / "python", tiny_model_dir, free_port(), root / "vllm.log", SERVED_NAME,
+    with vllm_subprocess(VLLM_ENV / "bin" / "python", trained_model, free_port(), root / "vllm.log", SERVED_NAME,
                          cwd=root) as url:
         yield url
 
@@ -92,7 +115,7 @@ def test_transformer_in_front_of_vllm_plain_and_streamed(vllm, front):
     assert r.status_code == 200, r.text
 
 
-def test_eval_run_against_vllm_scores_as_the_model_does(vllm, tiny_model_dir, tmp_path, monkeypatch):
+def test_eval_run_against_vllm_scores_as_the_model_does(vllm, trained_model, tmp_path, monkeypatch):
     """Greedy decoding on both sides: the same items give the same scores (differences are reported)."""
     from click.testing import CliRunner
 
@@ -108,7 +131,7 @@ def test_eval_run_against_vllm_scores_as_the_model_does(vllm, tiny_model_dir, tm
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("depth:\n  provider: fake-gradient\neval:\n  concurrency: 2\n  request_timeout_s: 120\n")
     runs = {}
-    for name, source in (("model", ["--model", str(tiny_model_dir)]), ("vllm", ["--endpoint", vllm])):
+    for name, source in (("model", ["--model", str(trained_model)]), ("vllm", ["--endpoint", vllm])):
         res = CliRunner().invoke(main, ["eval", "run", "--benchmark", "sif-bench", "--data", str(data), *source,
                                         "--max-new-tokens", "32", "--out", str(tmp_path / name),
                                         "--recipe", str(recipe)])

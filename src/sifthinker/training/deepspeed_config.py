@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DeepSpeedConfigError", "deepspeed_config", "cpu_env"]
+__all__ = ["DeepSpeedConfigError", "deepspeed_config", "cpu_env", "init_deepspeed_comm"]
 
 ZERO_STAGES = (0, 1, 2, 3)
 # Offload targets DeepSpeed knows; anything else fails only when the engine starts.
@@ -83,3 +83,19 @@ def deepspeed_config(path: str | Path, cuda: bool | None = None) -> dict[str, An
 def cpu_env() -> dict[str, str]:
     """Environment a CPU launch needs for DeepSpeed: its CPU accelerator (else it looks for CUDA)."""
     return {"DS_ACCELERATOR": "cpu"}
+
+
+def init_deepspeed_comm() -> None:
+    """Start DeepSpeed's communication (and the torch process group under it) in this rank, first thing.
+
+    transformers builds every model under ``deepspeed.zero.Init`` once a ZeRO-3 TrainingArguments exists,
+    and TRL's GRPOTrainer loads its reference model that way before the DeepSpeed engine starts. Unless
+    DeepSpeed's comm is up by then, zero.Init counts a world of 1 and fails ("train_batch_size is not equal
+    to micro_batch_per_gpu * gradient_acc_step * world_size"); accelerate starts it only when it creates the
+    process group itself, off the CPU, and not when a group already exists (the resume barrier makes one).
+    """
+    import deepspeed
+    import torch
+
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                               auto_mpi_discovery=False)

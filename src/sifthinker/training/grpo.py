@@ -181,6 +181,9 @@ class GRPOStage(TrainingStage):
     def select(self, cfg: RunConfig, records: list[dict]) -> list[dict]:
         return select_items(records, cfg.grpo.num_items)
 
+    def deepspeed(self, cfg: RunConfig) -> str | None:
+        return cfg.grpo.deepspeed
+
     def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         return grpo_dataset(records, root, cfg.grpo.prompt_images)
 

@@ -23,6 +23,7 @@ from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
 from sifthinker.training.common import TrainResult, train_and_save
 from sifthinker.training.datasets import load_records
+from sifthinker.training.deepspeed_config import init_deepspeed_comm
 from sifthinker.training.launch import launch
 from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch, world_size
 
@@ -40,6 +41,10 @@ class TrainingStage:
 
     def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         raise NotImplementedError
+
+    def deepspeed(self, cfg: RunConfig) -> str | None:
+        """The recipe's DeepSpeed config path for this stage (None: plain DDP / one process)."""
+        return None
 
     def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
         """How this stage checkpoints (``run``: what identifies the stage run); None: it does not."""
@@ -122,6 +127,8 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
     dataset = stage.dataset(cfg, records, train_dir)
     plan = stage.checkpoint_plan(cfg, {"train_dir": str(Path(train_dir).resolve()), "model_dir": str(model_dir),
                                        "out_dir": str(Path(out_dir).resolve()), "max_steps": max_steps})
+    if in_distributed_launch() and stage.deepspeed(cfg):
+        init_deepspeed_comm()  # before anything starts the process group or loads a model
     resume = _resume_point(plan) if plan is not None else None
     if resume is not None:
         log.info("%s: resuming from %s", stage.name, resume)

@@ -52,6 +52,9 @@ def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
 class SFTStage(TrainingStage):
     name = Stage.SFT
 
+    def deepspeed(self, cfg: RunConfig) -> str | None:
+        return cfg.sft.deepspeed
+
     def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         return sft_dataset(records, root)
 
