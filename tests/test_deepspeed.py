@@ -202,20 +202,24 @@ def test_grpo_under_zero3_resumes_after_sigkill_and_stores_whole_group_means(dat
     env = {**os.environ, "SIFTHINKER_NPROC": "2"}
     log = tmp_path / "log.txt"
     with log.open("w") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        # one nice step below this watcher, so that on a busy box it still sees the checkpoint in time
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: os.nice(5))
     deadline = time.monotonic() + 600
-    while not list((tmp_path / "work" / "checkpoints").glob(f"*/checkpoint-2/{MARKER}")):
+    while not (done := list((tmp_path / "work" / "checkpoints").glob(f"*/checkpoint-*/{MARKER}"))):
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline
-        time.sleep(0.05)
-    ckpt = next((tmp_path / "work" / "checkpoints").glob("*/checkpoint-2"))
-    assert list(ckpt.glob("global_step*/*zero_pp_rank_1*")), sorted(p.name for p in ckpt.rglob("*"))  # ZeRO-3
-    os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # at the first complete checkpoint (2, or 4 on a slow box)
     assert proc.wait(30) == -signal.SIGKILL
+    ckpt = max((p.parent for p in done), key=lambda p: int(p.name.split("-")[1]))
+    step = int(ckpt.name.split("-")[1])
+    assert step in (2, 4), f"killed too late: {ckpt.name}"
+    assert list(ckpt.glob("global_step*/*zero_pp_rank_1*")), sorted(p.name for p in ckpt.rglob("*"))  # ZeRO-3
     with log.open("a") as f:
         assert subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=900).returncode == 0, \
             log.read_text()[-3000:]
-    assert "resuming at step 2 of 6" in log.read_text()
+    assert f"resuming at step {step} of 6" in log.read_text()
     result = json.loads(out.with_suffix(".json").read_text())
     history = result["history"]
     assert [row["step"] for row in history] == [1, 2, 3, 4, 5, 6]
