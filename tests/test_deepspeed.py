@@ -13,6 +13,7 @@ cached in ``work/torch_extensions`` (git-ignored) unless ``TORCH_EXTENSIONS_DIR`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path, PurePosixPath
 
+import psutil
 import pytest
 
 pytest.importorskip("trl")
@@ -210,7 +212,12 @@ def test_grpo_under_zero3_resumes_after_sigkill_and_stores_whole_group_means(dat
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # at the first complete checkpoint (2, or 4 on a slow box)
+    # At the first complete checkpoint (2, or 4 on a slow box), every process of the launch at once: torchrun
+    # starts its workers in sessions of their own, so killing the launcher's group alone leaves them training.
+    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     assert proc.wait(30) == -signal.SIGKILL
     ckpt = max((p.parent for p in done), key=lambda p: int(p.name.split("-")[1]))
     step = int(ckpt.name.split("-")[1])
