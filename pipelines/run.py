@@ -44,6 +44,9 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path) -> Path:
     the ``recipe`` parameter, the platform settings (images, GPUs, ...) as the task configuration."""
     from kfp import compiler
 
+    from sifthinker.step_access import check_cluster_sizes
+
+    check_cluster_sizes(cfg)  # a compiled pipeline is for a cluster (a local run builds its own)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline_func=_pipeline(cfg), package_path=str(out))
@@ -230,3 +233,88 @@ def run_local(cfg: RunConfig, pipeline_root: str | Path | None = None, apply_dep
     if not new:
         raise RuntimeError(f"the local run left no run folder under {root}")
     return _collect(run_id, root, new[-1])
+
+
+# -- containers ---------------------------------------------------------------------------------------
+# The images' user (images/Dockerfile); group 0 as with a cluster's arbitrary uids.
+CONTAINER_USER = "1000:0"
+# kfp's DockerRunner mounts its workspace_root here (kfp.dsl.constants.WORKSPACE_MOUNT_PATH); the steps'
+# shared work directory lives under it, as under the workspace PVC on a cluster.
+CONTAINER_WORK_DIR = "/kfp-workspace/work"
+
+
+class StepFailed(RuntimeError):
+    """A step of a container run did not finish, whatever the runner reported."""
+
+
+def container_env(run_id: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every step's container gets: the run id, the shared work directory, and ``extra``
+    (service endpoints and credentials, as a cluster secret would deliver them). The one place a
+    container run's step environment is made."""
+    return {Env.PIPELINE_RUN.value: run_id, Env.WORK_DIR.value: CONTAINER_WORK_DIR, **(extra or {})}
+
+
+def check_outcomes(run_dir: Path) -> list[str]:
+    """The tasks of a finished run whose own executor record (``executor_output.json``, written by the KFP
+    executor inside the step as its last act) is there. kfp's DockerRunner reports a container that was
+    gone before it read the exit code as a success; a task folder without that record is a step that did
+    not finish, and raises StepFailed."""
+    done, missing = [], []
+    for d in sorted(p for p in run_dir.rglob("*") if p.is_dir() and p.parent != run_dir.parent):
+        if d.parent == run_dir or d.parent.name.startswith("for-loop-"):
+            if d.name.startswith("for-loop-"):
+                continue
+            (done if (d / "executor_output.json").is_file() else missing).append(d.name)
+    if missing:
+        raise StepFailed(f"steps without an executor record (did not finish): {', '.join(missing)}")
+    return done
+
+
+def run_in_containers(pipeline_func, arguments: dict[str, Any], pipeline_root: str | Path,
+                      env: dict[str, str], network: str = "host") -> Path:
+    """Run ``pipeline_func(**arguments)`` with kfp's DockerRunner: each step in the image its task names,
+    as uid 1000, with ``env`` as its environment, on the ``network`` (host: the services on 127.0.0.1
+    answer as they would at their cluster addresses). Nothing is mounted but what kfp mounts: the
+    pipeline root (at the same path) and the workspace. Returns the run's folder, every step checked."""
+    from kfp import local
+
+    root = Path(pipeline_root).resolve()
+    workspace = root / "workspace"
+    for d in (root, workspace):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o777)  # the steps write here as uid 1000, not as the user running this
+    before = {p.name for p in root.iterdir()}
+    runner = local.DockerRunner(user=CONTAINER_USER, network_mode=network)
+    local.init(runner=runner, pipeline_root=str(root), workspace_root=str(workspace), raise_on_error=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
+        pipeline_func(**arguments)
+    new = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise StepFailed(f"the container run left no run folder under {root}")
+    check_outcomes(new[-1])
+    return new[-1]
+
+
+def _host_paths(cfg: RunConfig) -> list[str]:
+    """The recipe's input paths that name this machine's file system (not a URI, not the workspace)."""
+    paths = [cfg.data.input, cfg.data.image_root] + [b.data for b in cfg.eval.benchmarks]
+    return [str(p) for p in paths if p and "://" not in str(p) and not str(p).startswith(CONTAINER_WORK_DIR)]
+
+
+def run_pipeline_in_containers(cfg: RunConfig, pipeline_root: str | Path, extra_env: dict[str, str] | None = None,
+                               run_id: str | None = None) -> LocalRunResult:
+    """The whole compiled pipeline of ``cfg`` in containers (:func:`run_in_containers`): every step in the
+    image ``cfg.platform`` names, its environment from :func:`container_env` (``extra_env``: the service
+    endpoints and credentials)."""
+    host_paths = _host_paths(cfg)
+    if host_paths:
+        raise ValueError("a container cannot read these paths of this machine (nothing of it is mounted, as on a "
+                         f"cluster): {', '.join(host_paths)}; put the data on S3 or in the workspace")
+    run_id = run_id or f"docker-{_stamp()}-{uuid.uuid4().hex[:6]}"
+    env = container_env(run_id, extra_env)
+    platform = dataclasses.replace(cfg.platform, workspace_pvc=None, env={**cfg.platform.env, **env})
+    pipeline = _pipeline(dataclasses.replace(cfg, platform=platform), retries=False)
+    root = Path(pipeline_root).resolve()
+    run_dir = run_in_containers(pipeline, {"recipe": recipe_parameter(cfg), "apply_deployment": False}, root, env)
+    return _collect(run_id, root, run_dir)

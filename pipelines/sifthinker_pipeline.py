@@ -9,8 +9,8 @@ task settings from ``cfg.platform`` (images, GPUs, scheduling, /dev/shm, secrets
 ``pipelines/platform.py``): overriding ``recipe`` at submit time changes what the steps do, not where
 they run.
 
-evaluate runs once per benchmark of ``cfg.eval.benchmarks`` (a ``dsl.ParallelFor``; the gate collects their
-metrics). register and deploy run only inside ``dsl.If(gate == True)``: a failed gate ends the run cleanly.
+evaluate runs once per benchmark of ``cfg.eval.benchmarks`` (a ``dsl.ParallelFor`` running
+``eval.parallelism`` at once; the gate collects their metrics). register and deploy run only inside ``dsl.If(gate == True)``: a failed gate ends the run cleanly.
 Every step gets its retries and caching from ``pipelines/platform.py`` (``STEP_POLICY``).
 
 The run parameters are typed and described in the pipeline function's signature and docstring (the
@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from kfp import dsl
 
-from pipelines.platform import apply_platform, apply_policy
+from pipelines.platform import apply_platform, apply_policy, check_eval_budget
 from sifthinker.config import RunConfig
 from sifthinker.names import Stage
 from sifthinker.stages import recipe_parameter
@@ -45,6 +45,7 @@ def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
     from components import build_data, deploy, evaluate, gate, grpo_sif, register, sft, validate_data
 
     recipe_default = recipe_parameter(cfg)
+    parallelism = check_eval_budget(cfg)
 
     @dsl.pipeline(name=pipeline_name(cfg), description=f"SIFThinker train/eval/register/deploy, recipe {cfg.name}")
     def sifthinker_pipeline(recipe: str = recipe_default, apply_deployment: bool = False):
@@ -60,8 +61,9 @@ def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
         sft_task = sft(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data).after(checked)
         grpo_task = grpo_sif(recipe=recipe, pipeline_run=RUN_ID, train_data=train_data,
                              sft_model=sft_task.outputs["model"])
-        # One evaluate step per benchmark (in parallel on a cluster); the gate merges their metrics.
-        with dsl.ParallelFor(items=[b.name for b in cfg.eval.benchmarks], name="benchmarks") as benchmark:
+        # One evaluate step per benchmark, eval.parallelism at once on a cluster; the gate merges their metrics.
+        with dsl.ParallelFor(items=[b.name for b in cfg.eval.benchmarks], name="benchmarks",
+                             parallelism=parallelism) as benchmark:
             eval_task = evaluate(recipe=recipe, pipeline_run=RUN_ID, benchmark=benchmark,
                                  model=grpo_task.outputs["model"], eval_data=eval_data)
         gate_task = gate(recipe=recipe, metrics_parts=dsl.Collected(eval_task.outputs["Output"]))

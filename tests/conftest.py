@@ -11,6 +11,18 @@ from sifthinker.names import Env
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_s3_endpoint_restored():
+    """sifthinker.s3_endpoint.export_for_mlflow sets MLFLOW_S3_ENDPOINT_URL for the rest of the process (a
+    step's whole life); a test that sets an S3 endpoint must not leave it to the next test."""
+    before = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_S3_ENDPOINT_URL", None)
+    else:
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = before
+
+
 @pytest.fixture(scope="session")
 def crd_dir() -> Path:
     """The KServe/Kubeflow CRD YAMLs: ``$CRD_DIR`` (as CI sets it), else ``../shared/crds`` beside the

@@ -63,3 +63,21 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(monkeyp
     assert_one_line_error(code, lines, "KeyError", "deep", "sifthinker -v")
     res = CliRunner().invoke(main, ["-v", "explode"])
     assert res.exit_code == 1 and isinstance(res.exception, KeyError)  # the real exception, for its traceback
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--runner", "docker", "--env", "NOEQUALS"), ("--env takes KEY=VALUE", "NOEQUALS")),
+    (("--env", "A=1"), ("--env is for --runner docker",)),
+])
+def test_run_env_is_key_value_and_only_for_containers(args, words):
+    code, lines = run("run", "--recipe", str(ROOT / "recipes" / "local.yaml"), *args)
+    assert_one_line_error(code, lines, *words)
+
+
+def test_a_container_run_refuses_paths_of_this_machine(tmp_path):
+    """recipes/local.yaml reads the V* fixture from the checkout, which no step container sees (nothing of
+    the machine is mounted, as on a cluster): the run stops before starting any container."""
+    code, lines = run("run", "--recipe", str(ROOT / "recipes" / "local.yaml"), "--runner", "docker",
+                      "--pipeline-root", str(tmp_path / "root"))
+    assert_one_line_error(code, lines, "cannot read these paths", "benchmarks/vstar")
+    assert not (tmp_path / "root").exists()

@@ -1,6 +1,7 @@
 """The container images, read from their Dockerfiles (no Docker engine here: nothing is built).
 
-Every base image comes pinned by digest from images/bases.env, the one place that names them; every
+Every base image comes from images/bases.env, the one place that names them (a tag, or a tag with the
+digest `make pin-bases` resolved: tests/test_containers.py checks that against a real registry); every
 image runs as a non-root user and bakes in no secret; every build context is allow-listed by a
 .dockerignore; and every image that the recipes, the config defaults, the components or the manifests
 name is built by some Dockerfile. `make images` is run with a stand-in for docker (``echo``) to check the
@@ -20,7 +21,7 @@ from sifthinker.config import PlatformConfig, RunConfig, ServingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
-DIGEST = re.compile(r"^[a-z0-9./_-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
+TAGGED = re.compile(r"^[a-z0-9./_-]+:[\w.-]+(@sha256:[0-9a-f]{64})?$")  # NAME:TAG, pinned or not yet
 SECRETISH = re.compile(r"(^|_)(TOKEN|PASSWORD|SECRET|SECRET_ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)($|_)", re.I)
 
 
@@ -63,10 +64,10 @@ def built_images() -> dict[str, Path]:
     return out
 
 
-def test_bases_are_pinned_by_digest_in_one_place():
+def test_bases_are_named_by_tag_in_one_place():
     b = bases()
     base_keys = {k for k in b if k.endswith(("_BASE", "_IMAGE"))}
-    assert base_keys and all(DIGEST.match(b[k]) for k in base_keys), {k: b[k] for k in base_keys}
+    assert base_keys and all(TAGGED.match(b[k]) for k in base_keys), {k: b[k] for k in base_keys}
     used = set()
     for df in dockerfiles():
         ins = instructions(df)
@@ -152,7 +153,56 @@ def test_make_images_builds_every_dockerfile_with_pinned_bases():
         df = REPO / b[b.index("-f") + 1]
         assert built[b[b.index("-t") + 1]] == df and b[-1] == "."
         args = dict(b[i + 1].split("=", 1) for i, x in enumerate(b) if x == "--build-arg")
-        assert args == {k: v for k, v in bases().items() if k.endswith(("_BASE", "_IMAGE"))}
+        assert args == {k: v for k, v in bases().items() if k.endswith(("_BASE", "_IMAGE"))} | {
+            "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
+        assert "--secret" not in b  # no CA bundle unless one is given
     retagged = subprocess.run(["make", "-s", "images", "DOCKER=echo docker", "IMAGE_REGISTRY=registry.example.com/ml",
                                "IMAGE_TAG=1.2.3"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "-t registry.example.com/ml/sifthinker-train:1.2.3" in retagged.stdout
+
+
+def test_make_images_takes_other_bases_a_ca_bundle_and_a_subset(tmp_path):
+    """BASES= swaps the bases (the stand-ins of `make base-images`), CA_BUNDLE= becomes a BuildKit secret
+    (never a build argument: it would stay in the image's history), IMAGES= builds only those images."""
+    standin = tmp_path / "bases.env"
+    standin.write_text("PYTHON_BASE=127.0.0.1:5055/standin/python:3.11-slim-bookworm\n")
+    out = subprocess.run(["make", "-s", "images", "DOCKER=echo docker", f"BASES={standin}", "CA_BUNDLE=/etc/ca.pem",
+                          "IMAGES=sifthinker sifthinker-mlflow", "TORCH_INDEX_URL="], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    builds = [shlex.split(ln) for ln in out.stdout.splitlines() if ln.startswith("docker build")]
+    assert sorted(b[b.index("-t") + 1].rsplit("/", 1)[1] for b in builds) == ["sifthinker-mlflow:0.1.0",
+                                                                             "sifthinker:0.1.0"]
+    for b in builds:
+        args = dict(b[i + 1].split("=", 1) for i, x in enumerate(b) if x == "--build-arg")
+        assert args["PYTHON_BASE"] == "127.0.0.1:5055/standin/python:3.11-slim-bookworm"
+        assert args["TORCH_INDEX_URL"] == "" and args["UV_IMAGE"] == bases()["UV_IMAGE"]  # the rest as before
+        assert b[b.index("--secret") + 1] == "id=ca-bundle,src=/etc/ca.pem"
+
+
+@pytest.mark.parametrize("df", dockerfiles(), ids=lambda p: p.name)
+def test_no_dockerfile_needs_a_registry_the_bases_do_not_name(df):
+    """A `# syntax=` line makes BuildKit pull a frontend image from Docker Hub (fails on an air-gapped site);
+    kubectl's download (dl.k8s.io) is gone: the deploy step applies with the Kubernetes Python client."""
+    text = df.read_text()
+    assert not re.search(r"^#\s*syntax=", text, re.M), df.name
+    assert "dl.k8s.io" not in text and "download.pytorch.org" not in text.replace(
+        "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu", ""), df.name
+
+
+@pytest.mark.parametrize("recipe", ["local.yaml", "qwen2.5-vl-7b-8gpu.yaml"])
+def test_the_compiled_pipeline_names_only_images_make_images_builds(recipe, tmp_path):
+    """Every executor image in the compiled YAML is one `make images` tags (registry, name and tag from
+    images/bases.env), so what a cluster pulls is what was built and pushed."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(REPO))
+    from pipelines.run import compile_pipeline
+
+    out = compile_pipeline(RunConfig.load(REPO / "recipes" / recipe), tmp_path / "p.yaml")
+    docs = list(yaml.safe_load_all(out.read_text()))
+    executors = docs[0]["deploymentSpec"]["executors"]
+    images = {ex["container"]["image"] for ex in executors.values()}
+    assert images and images <= set(built_images()), images - set(built_images())

@@ -1,7 +1,8 @@
 """The compiled pipeline (KFP IR YAML): stages, order, the gate condition, and the platform settings.
 
 kfp's local runner ignores the Kubernetes settings, so they are checked here on the compiled YAML for the
-local recipe (none of them) and the 8-GPU recipe (GPUs, scheduling, /dev/shm, secrets, PVC).
+local recipe (none of them) and the 8-GPU recipe (GPUs, scheduling, /dev/shm, secrets, requests, PVC);
+tests/test_cluster_yaml.py reads every cluster recipe's YAML the way a cluster runs it.
 """
 
 import dataclasses
@@ -183,16 +184,32 @@ def test_local_profile_has_no_cluster_settings(local, local_cfg):
 
 
 def test_gpu_steps_get_gpus_scheduling_and_shm(gpu, gpu_cfg):
+    ev = gpu_cfg.eval.resources
     for stage in GPU_STEPS:
         ex, k8s = gpu.executor(stage), gpu.k8s(stage)
         acc = ex["resources"]["accelerator"]
-        assert acc["resourceType"] == "nvidia.com/gpu" and acc["resourceCount"] == "8", stage
+        # evaluation is sized for one benchmark's generation (eval.resources), training for the node
+        count, cpu, shm = ("1", 8.0, ev.shm_size) if stage == "evaluate" else ("8", 64.0, "64Gi")
+        assert acc["resourceType"] == "nvidia.com/gpu" and acc["resourceCount"] == count, stage
         assert ex["image"] == gpu_cfg.platform.gpu_image
         assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
         assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         assert k8s["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory",
-                                          "sizeLimit": "64Gi"}]
-        assert ex["resources"]["cpuLimit"] == 64.0
+                                          "sizeLimit": shm}]
+        assert ex["resources"]["cpuLimit"] == cpu
+    assert gpu.loop["iteratorPolicy"] == {"parallelismLimit": gpu_cfg.eval.parallelism}
+
+
+def test_evaluation_within_training_gpus_or_a_config_error(gpu_cfg, tmp_path):
+    wide = dataclasses.replace(gpu_cfg.eval, parallelism=7,
+                               resources=dataclasses.replace(gpu_cfg.eval.resources, gpus=2))  # 14 GPUs > 8
+    with pytest.raises(ConfigError, match="more than training's 8"):
+        compile_pipeline(dataclasses.replace(gpu_cfg, eval=wide), tmp_path / "wide.yaml")
+    same = dataclasses.replace(gpu_cfg.eval, parallelism=1, resources=dataclasses.replace(gpu_cfg.eval.resources, gpus=None,
+                                                                           cpu=None, memory=None, shm_size=None))
+    c = Compiled(compile_pipeline(dataclasses.replace(gpu_cfg, eval=same), tmp_path / "same.yaml"))
+    assert c.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == "8"  # null: training's node
+    assert c.executor("evaluate")["resources"]["resourceMemoryRequest"] == "640Gi"
 
 
 def test_cpu_steps_get_none_of_the_gpu_settings(gpu, gpu_cfg):
@@ -209,14 +226,25 @@ def _secret_env(k8s: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_secrets_only_where_services_are_used(gpu):
-    # the secrets whose templates are manifests/base/secrets/*.yaml (tests/test_manifests.py checks the keys)
-    expected = {"HF_TOKEN": ("sifthinker-hf", "token"), "MLFLOW_TRACKING_URI": ("sifthinker-mlflow", "tracking-uri"),
-                "AWS_ACCESS_KEY_ID": ("sifthinker-s3", "AWS_ACCESS_KEY_ID")}
-    for stage in (*GPU_STEPS, "gate", "register", "deploy"):  # gate: the champion's registered metrics
+    # the secrets whose templates are manifests/base/secrets/*.yaml (tests/test_manifests.py checks the keys);
+    # tests/test_cluster_yaml.py reads every cluster recipe's secrets the way a cluster does
+    s3 = {"AWS_ACCESS_KEY_ID": ("sifthinker-s3", "AWS_ACCESS_KEY_ID"),
+          "AWS_ENDPOINT_URL_S3": ("sifthinker-s3", "endpoint-url")}
+    mlflow = {"MLFLOW_TRACKING_URI": ("sifthinker-mlflow", "tracking-uri")}
+    hub = {"HF_TOKEN": ("sifthinker-hf", "token")}
+    expected = {"build-data": s3, "validate-data": {}, "sft": {**mlflow, **hub}, "grpo-sif": {**mlflow, **hub},
+                "evaluate": {**s3, **mlflow, **hub}, "gate": mlflow, "register": mlflow, "deploy": mlflow}
+    for stage, want in expected.items():
         env = _secret_env(gpu.k8s(stage))
-        assert expected.items() <= env.items(), stage
-    for stage in ("build-data", "validate-data"):
-        assert _secret_env(gpu.k8s(stage)) == {}, stage
+        assert want.items() <= env.items(), stage
+        assert {v[0] for v in env.values()} == {v[0] for v in want.values()}, stage  # no other secret
+
+
+def test_every_step_has_cpu_and_memory_requests(gpu, gpu_cfg):
+    for stage in STAGES:
+        res = gpu.executor(stage)["resources"]
+        assert res["resourceCpuRequest"] == res["resourceCpuLimit"] and res["resourceMemoryRequest"], stage
+    assert gpu.executor("build-data")["resources"]["resourceCpuRequest"] == str(gpu_cfg.data.workers)  # 16 workers
 
 
 def test_workspace_pvc_and_env_on_every_step(gpu):
@@ -312,19 +340,19 @@ def test_a_trainjob_profile_waits_on_the_cpu_and_trains_on_the_nodes(gpu_cfg, tm
         assert "accelerator" not in c.executor(stage).get("resources", {}), stage
         assert c.executor(stage)["image"] == cfg.platform.image and "nodeSelector" not in c.k8s(stage)
         assert c.k8s(stage)["pvcMount"][0]["pvcNameParameter"]["runtimeValue"]["constant"] == "sifthinker-workspace"
-    assert c.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == "8"
+    assert c.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == "1"  # eval.resources.gpus
     tj = dataclasses.replace(gpu_cfg.platform.train_job, enabled=True)  # the recipe switch, on one node
     switched = dataclasses.replace(gpu_cfg, platform=dataclasses.replace(gpu_cfg.platform, train_job=tj))
     c1 = Compiled(compile_pipeline(switched, tmp_path / "switch.yaml"))
     assert "accelerator" not in c1.executor("grpo-sif").get("resources", {})
-    assert c1.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == "8"
+    assert c1.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == "1"
 
 
 @pytest.mark.parametrize("recipe", ["qwen2.5-vl-3b-1gpu.yaml", "qwen2.5-vl-7b-2x8gpu.yaml"])
 def test_the_gpu_recipes_compile_with_their_sizes(recipe, tmp_path):
     cfg = RunConfig.load(ROOT / "recipes" / recipe)
     c = Compiled(compile_pipeline(cfg, tmp_path / "p.yaml"))
-    gpus = str(cfg.platform.gpu.count)
+    gpus = str(cfg.eval.resources.gpus or cfg.platform.gpu.count)
     assert c.executor("evaluate")["resources"]["accelerator"]["resourceCount"] == gpus
     world = cfg.platform.gpu.count * cfg.platform.nodes
     assert cfg.grpo.per_device_batch_size * world % cfg.grpo.num_generations == 0  # whole groups per step

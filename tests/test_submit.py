@@ -152,9 +152,9 @@ def test_submit_uploads_the_compiled_spec_with_typed_parameters(kfp_api, monkeyp
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert executors["exec-sft"]["pvcMount"][0]["mountPath"] == "/workspace"
     containers = spec["deploymentSpec"]["executors"]
-    # two nodes: sft trains in a TrainJob, its step only waits (no GPU); evaluate still gets its 8
+    # two nodes: sft trains in a TrainJob, its step only waits (no GPU); evaluate gets eval.resources.gpus
     assert "accelerator" not in containers["exec-sft"]["container"].get("resources", {})
-    assert containers["exec-evaluate"]["container"]["resources"]["accelerator"]["resourceCount"] == "8"
+    assert containers["exec-evaluate"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
     assert set(spec["root"]["dag"]["tasks"]) >= {"build-data", "validate-data", "sft", "grpo-sif", "gate"}
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert RunConfig.from_dict(yaml.safe_load(params["recipe"]["defaultValue"])) == RunConfig.load(RECIPE)

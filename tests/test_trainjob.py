@@ -296,6 +296,8 @@ def test_the_multi_node_trainjob_validates_against_trainers_crd(crd_dir, tmp_pat
     assert {"name": "SIFTHINKER_WORK_DIR", "value": "/workspace"} in t["env"]
     secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in t["env"] if "valueFrom" in e}
     assert secret_env["MLFLOW_TRACKING_URI"] == "sifthinker-mlflow"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in t["env"] if "valueFrom" in e}
+    assert all(r.get("optional") is True for n, r in refs.items() if n != "MLFLOW_TRACKING_URI"), refs
     assert job["spec"]["runtimeRef"] == {"name": "sifthinker-torch", "apiGroup": "trainer.kubeflow.org",
                                          "kind": "ClusterTrainingRuntime"}
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
@@ -459,3 +461,13 @@ def test_a_job_in_another_namespace_is_not_owned_by_the_step(kube, tmp_path, mon
         run_as_trainjob("sft", cfg, train, sft, tmp_path / "out", echo=lambda line: None)
     (post,) = [r for r in standin.requests if r[0] == "POST"]
     assert post[1].endswith("/namespaces/training/trainjobs") and "ownerReferences" not in post[3]["metadata"]
+
+
+def test_the_trainjobs_pods_get_the_training_steps_keys_optional_ones_optional(tmp_path):
+    """The nodes start with secrets that hold only the required keys, and get no S3 keys they never use."""
+    t = _gpu_job(tmp_path)["spec"]["trainer"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in t["env"] if "valueFrom" in e}
+    assert refs["MLFLOW_TRACKING_URI"] == {"name": "sifthinker-mlflow", "key": "tracking-uri"}
+    assert refs["HF_TOKEN"] == {"name": "sifthinker-hf", "key": "token", "optional": True}
+    assert refs["MLFLOW_TRACKING_PASSWORD"]["optional"] is True
+    assert not any(n.startswith("AWS_") for n in refs)  # the recipe's checkpoints are on the PVC, not S3

@@ -121,6 +121,20 @@ class BenchmarkRef:
 
 
 @dataclass
+class EvalResources:
+    """One evaluate step's pod: generation for one benchmark needs the model's weights and a KV cache, not
+    training's optimizer state, so a 7B model evaluates on one GPU (docs/cluster.md, "Sizing")."""
+
+    gpus: int | None = _f(None, "GPUs per evaluate step; null: platform.gpu.count (training's per node).", ge=1)
+    cpu: str | None = _f(None, "CPU request and limit; null: platform.gpu.cpu when gpus is null, else 8.",
+                         pattern=_QUANTITY)
+    memory: str | None = _f(None, "Memory request and limit; null: platform.gpu.memory when gpus is null, else "
+                                  "64Gi.", pattern=_QUANTITY)
+    shm_size: str | None = _f(None, "Memory-backed /dev/shm; null: platform.gpu.shm_size when gpus is null, else "
+                                    "16Gi.", pattern=_QUANTITY)
+
+
+@dataclass
 class EvalConfig:
     max_new_tokens: int = _f(256, "Most tokens generated per eval item.", ge=1)
     batch_size: int = _f(8, "Eval items generated together.", ge=1)
@@ -133,6 +147,10 @@ class EvalConfig:
     concurrency: int = _f(4, "Requests in flight when evaluating an OpenAI-compatible endpoint.", ge=1)
     request_timeout_s: float = _f(300.0, "Seconds before an endpoint request is abandoned (then retried).", gt=0)
     retries: int = _f(2, "Retries of a failed endpoint request (timeouts, 5xx, connection errors).", ge=0)
+    parallelism: int = _f(1, "Benchmarks evaluated at once on a cluster (the ParallelFor's parallelism limit): "
+                             "eval.resources.gpus x parallelism GPUs at once, at most training's GPUs.", ge=1)
+    resources: EvalResources = _f(help="What one evaluate step (one benchmark) asks for on a cluster.",
+                                  factory=lambda: EvalResources())
 
 
 @dataclass
@@ -219,6 +237,13 @@ class GPUConfig:
 
 
 @dataclass
+class StepResources:
+    cpu: str | None = _f(None, "CPU request and limit; null: the step's default (sifthinker.step_access).",
+                         pattern=_QUANTITY)
+    memory: str | None = _f(None, "Memory request and limit; null: the step's default.", pattern=_QUANTITY)
+
+
+@dataclass
 class SecretEnv:
     secret: str = _f(help="Kubernetes secret name.", pattern=_SUBDOMAIN)
     env: dict[str, str] = _f(help="Secret key -> environment variable it is exposed as.", factory=dict,
@@ -253,13 +278,22 @@ class PlatformConfig:
     gpu: GPUConfig = _f(help="Accelerators, scheduling and resources of GPU steps.", factory=GPUConfig)
     gpu_steps: list[str] = _f(help="Pipeline steps that run on GPU nodes (names from sifthinker.names.STAGES).",
                               factory=lambda: ["sft", "grpo-sif"])
-    secrets: list[SecretEnv] = _f(help="Secrets exposed as environment variables in every step.", factory=list)
+    secrets: list[SecretEnv] = _f(help="Secrets exposed as environment variables; each step gets only the keys of "
+                                       "the services it uses (sifthinker.step_access), endpoint, session and "
+                                       "login keys as optional.", factory=list)
+    requests: dict[str, StepResources] = _f(help="CPU/memory of the steps that run without GPUs, by step name "
+                                                 "(build-data, validate-data, gate, ...); a step not named gets "
+                                                 "its default (docs/cluster.md, \"Sizing\").", factory=dict)
     workspace_pvc: str | None = _f(None, "PVC mounted at /workspace for models and data on a cluster.",
                                    pattern=_SUBDOMAIN)
     env: dict[str, str] = _f(help="Extra environment variables of every step.", factory=dict)
     nodes: int = _f(1, "Nodes sft and grpo-sif train on, gpu.count GPUs each; > 1 runs them as a Kubeflow "
                        "TrainJob (platform.train_job).", ge=1)
     train_job: TrainJobConfig = _f(help="Training as a Kubeflow Trainer TrainJob.", factory=TrainJobConfig)
+    termination_grace_seconds: int = _f(600, "Seconds a training pod gets between SIGTERM (drain, spot reclaim) and "
+                                             "SIGKILL: enough to finish a step and write a checkpoint (7B full "
+                                             "model + optimizer: minutes). Set on the TrainJob's pods and as "
+                                             "torchrun's --shutdown_timeout (docs/reliability.md).", ge=1)
     service_account: str | None = _f(None, "Service account the pipeline's pods run as (set on the KFP run); "
                                            "null: the KFP default.", pattern=_SUBDOMAIN)
 

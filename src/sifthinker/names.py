@@ -38,6 +38,10 @@ DEPTH_PROVIDERS: tuple[str, ...] = ("depth-anything-v2", "fake-gradient")
 # The four GRPO-SIF rewards (method spec, section 3), in the order TRL receives and logs them.
 REWARDS: tuple[str, ...] = ("format", "answer", "box", "depth")
 
+# Where a pipeline step and the training nodes mount platform.workspace_pvc (the step env model and the
+# TrainJob both name it, so it lives below both).
+WORKSPACE_MOUNT = "/workspace"
+
 
 class Env(StrEnum):
     """Environment variables the platform reads (values are the variable names)."""
@@ -51,4 +55,5 @@ class Env(StrEnum):
     RECIPE_YAML = "SIFTHINKER_RECIPE_YAML"  # the recipe as YAML text (set by the rendered InferenceService)
     CRD_DIR = "CRD_DIR"  # CRD YAMLs for offline validation of custom resources (optional)
     KUBECTL = "KUBECTL"  # the kubectl binary (default: the one on PATH)
+    S3_RETRY_SECONDS = "SIFTHINKER_S3_RETRY_SECONDS"  # how long checkpoint writes to S3 retry an outage (300)
     MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable; a recipe's tracking_uri wins

@@ -84,6 +84,9 @@ def _client(tracking_uri: str, create: bool = False):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
+    from sifthinker import s3_endpoint
+
+    s3_endpoint.export_for_mlflow()  # MLflow's S3 artifact client: the same endpoint as every other reader
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

@@ -5,8 +5,8 @@ a prefix (the data build's output).
 
 An S3 prefix is downloaded once, with boto3, into ``<cache_dir>/<hash of the URI>`` and reused on later
 calls (a marker file is written last, so an interrupted download is started again rather than trusted).
-boto3 reads credentials the usual way (environment, profile, instance role); the endpoint comes from
-``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` when set (MinIO, moto, any S3-compatible store).
+The client, its endpoint (MinIO, moto, any S3-compatible store) and credentials are
+:mod:`sifthinker.s3_endpoint`'s, the one place every S3 reader gets them from.
 A local path is returned as it is. Every failure is a :class:`StorageError` with a one-line message.
 """
 
@@ -21,7 +21,6 @@ from pathlib import Path, PurePosixPath
 __all__ = ["S3Prefix", "StorageError", "fetch_object", "is_s3", "localize", "split_s3"]
 
 _COMPLETE = ".sifthinker-complete"
-_ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 class StorageError(RuntimeError):
@@ -42,11 +41,9 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 
 def _client():
-    import boto3
+    from sifthinker import s3_endpoint
 
-    # Older boto3 releases ignore AWS_ENDPOINT_URL*; passing it explicitly works with every release.
-    endpoint = next((os.environ[v] for v in _ENDPOINT_VARS if os.environ.get(v)), None)
-    return boto3.client("s3", endpoint_url=endpoint)
+    return s3_endpoint.client()
 
 
 def _keys(client, bucket: str, prefix: str) -> list[tuple[str, str]]:

@@ -28,12 +28,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sifthinker.config import ConfigError, RunConfig
-from sifthinker.names import TRAINING_STAGES, Env
+from sifthinker.names import TRAINING_STAGES, WORKSPACE_MOUNT, Env
+from sifthinker.step_access import secret_bindings
 from sifthinker.training.common import TrainResult
+from sifthinker.training.preemption import torchrun_shutdown_env
 from sifthinker.trainjob_client import GROUP, NODE, VERSION, TrainJobClient, phase
 
 KIND, API_VERSION = "TrainJob", f"{GROUP}/{VERSION}"
-WORKSPACE_MOUNT = "/workspace"  # where the step and the training nodes mount platform.workspace_pvc
 CHECKPOINT_DIR = "checkpoints"  # under the work dir; platform.train_job.checkpoint_pvc is mounted there
 PATCH_MANAGER = "sifthinker.io/pipeline"  # our key in spec.runtimePatches (a list map keyed by manager)
 WORKER_MODULE = "sifthinker.training.worker"
@@ -84,12 +85,18 @@ def worker_command(stage: str, files: JobFiles, train_dir: str, model: str, max_
     return cmd + (["--max-steps", str(max_steps)] if max_steps else [])
 
 
-def _env(cfg: RunConfig) -> list[dict[str, Any]]:
+def _env(cfg: RunConfig, stage: str) -> list[dict[str, Any]]:
+
     env: list[dict[str, Any]] = [{"name": Env.WORK_DIR.value, "value": WORKSPACE_MOUNT}]
+    # torchrun forwards SIGTERM to the ranks and waits this long for their preemption checkpoint
+    env += [{"name": k, "value": v} for k, v in torchrun_shutdown_env(cfg.platform.termination_grace_seconds).items()]
     env += [{"name": k, "value": str(v)} for k, v in cfg.platform.env.items() if k != Env.WORK_DIR.value]
-    for s in cfg.platform.secrets:  # the same credentials the KFP steps get (MLflow, S3, hub)
-        env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": key}}}
-                for key, var in s.env.items()]
+    # the keys the stage's KFP step would get, optional ones optional: a secret without them still starts
+    for b in secret_bindings(cfg, stage):
+        ref: dict[str, Any] = {"name": b.secret, "key": b.key}
+        if b.optional:
+            ref["optional"] = True
+        env.append({"name": b.env, "valueFrom": {"secretKeyRef": ref}})
     return env
 
 
@@ -111,7 +118,8 @@ def _pod_patch(cfg: RunConfig) -> dict[str, Any]:
     if tj.checkpoint_pvc:
         volumes.append({"name": "checkpoints", "persistentVolumeClaim": {"claimName": tj.checkpoint_pvc}})
         mounts.append({"name": "checkpoints", "mountPath": f"{WORKSPACE_MOUNT}/{CHECKPOINT_DIR}"})
-    spec: dict[str, Any] = {"volumes": volumes}
+    # SIGTERM -> SIGKILL: the time the ranks have for their preemption checkpoint (training.preemption)
+    spec: dict[str, Any] = {"volumes": volumes, "terminationGracePeriodSeconds": p.termination_grace_seconds}
     if mounts:
         spec["containers"] = [{"name": NODE, "volumeMounts": mounts}]
     if tj.service_account:
@@ -151,7 +159,7 @@ def build_trainjob(cfg: RunConfig, stage: str, name: str, namespace: str, files:
     trainer: dict[str, Any] = {
         "image": p.gpu_image if p.gpu.count else p.image,
         "command": worker_command(stage, files, train_dir, model, max_steps),
-        "env": _env(cfg),
+        "env": _env(cfg, stage),
         "numNodes": p.nodes,
         "numProcPerNode": max(p.gpu.count, 1),
     }

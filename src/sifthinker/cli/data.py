@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from sifthinker.cli.common import CLIError, load_recipe, one_line_errors, recipe_option
+from sifthinker.cli.signals import Terminated, exit_code, sigterm_interrupts
 from sifthinker.data_config import BUILD_DEPTH, DATA_SOURCES, NARRATORS
 
 
@@ -70,6 +71,7 @@ def build(source: str, input_: str | None, image_root: str | None, out_dir: str,
     from sifthinker.data.build import build as run_build
     from sifthinker.data.options import ALL, options_from_config
     from sifthinker.data.sources import SourceError
+    from sifthinker.disk_space import DiskFullError
     from sifthinker.storage import StorageError
 
     cfg = load_recipe(recipe)
@@ -95,12 +97,12 @@ def build(source: str, input_: str | None, image_root: str | None, out_dir: str,
     if narrator == "vlm" and not options.vlm.endpoint:
         raise CLIError("--narrator vlm needs --vlm-endpoint (or data.vlm.endpoint in the recipe)")
     try:
-        with one_line_errors(StorageError, SourceError, RuntimeError, ValueError):
+        with sigterm_interrupts(), one_line_errors(StorageError, SourceError, RuntimeError, ValueError, DiskFullError):
             summary = run_build(options, out_dir, staging_root=cache)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: {out_dir} is unchanged; finished shards are kept, run the same command "
-                   "again to resume", err=True)
-        sys.exit(130)  # the shell's code for SIGINT
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (sifthinker.cli.signals)
+        click.echo(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {out_dir} is unchanged; "
+                   "finished shards are kept, run the same command again to resume", err=True)
+        sys.exit(exit_code(e))
     click.echo(summary.format())
 
 

@@ -3,6 +3,7 @@ score` (a predictions JSONL made anywhere)."""
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 
 from sifthinker.cli.common import CLIError, load_recipe, one_line_errors, recipe_option
+from sifthinker.cli.signals import Terminated, exit_code, sigterm_interrupts
 from sifthinker.names import BENCHMARKS
 
 
@@ -99,9 +101,14 @@ def run_cmd(benchmark: str, data: str, model: str | None, endpoint: str | None, 
     bench = _benchmark(benchmark)
     from sifthinker.evaluation.run import run_benchmark
 
-    with _errors():
-        res = run_benchmark(cfg, bench, data, out_dir, model=model, endpoint=endpoint, endpoint_model=endpoint_model,
-                            limit=limit, scoring=scoring, track=track)
+    try:
+        with sigterm_interrupts(), _errors():
+            res = run_benchmark(cfg, bench, data, out_dir, model=model, endpoint=endpoint,
+                                endpoint_model=endpoint_model, limit=limit, scoring=scoring, track=track)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (sifthinker.cli.signals)
+        click.echo(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: finished items are kept in "
+                   f"{out_dir / 'predictions.jsonl'}, run the same command again to resume", err=True)
+        sys.exit(exit_code(e))
     click.echo(res.headline())
     click.echo(f"{res.generated} generated, {res.cached} from the cache; report: {res.report_html}", err=True)
 

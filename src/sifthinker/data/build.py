@@ -34,6 +34,7 @@ from sifthinker.config import RunConfig
 from sifthinker.data.narrator import Narrator
 from sifthinker.data.options import ALL, BuildOptions, Part, options_from_config
 from sifthinker.data.output import MANIFEST_FILE, RECORDS_FILE, REJECTIONS_FILE, make_output
+from sifthinker.data.record import SHARD_FILE
 from sifthinker.data.shards import execute
 from sifthinker.data.sources import (
     SOURCES,
@@ -44,6 +45,7 @@ from sifthinker.data.sources import (
     SyntheticSource,
     make_source,
 )
+from sifthinker.disk_space import disk_full, folder_bytes, is_disk_full
 from sifthinker.names import Stage
 
 __all__ = ["MANIFEST_FILE", "RECORDS_FILE", "REJECTIONS_FILE", "SOURCES", "BuildSummary", "SourceItem",
@@ -115,6 +117,15 @@ class _ItemsSource:
         return entry.raw
 
 
+def _bytes_still_needed(root: Path, num: int) -> float | None:
+    """The records not yet built times the bytes per record of the finished shards (None: no estimate)."""
+    shards = [p for p in (Path(root) / "shards").glob("*") if (p / SHARD_FILE).is_file()]
+    built = sum(sum(1 for o in json.loads((p / SHARD_FILE).read_text())["outcomes"] if "record" in o) for p in shards)
+    if not built or num >= ALL:
+        return None
+    return folder_bytes(Path(root) / "shards") / built * max(num - built, 1)
+
+
 def build(options: BuildOptions, out: str | Path, sources: dict[int, Source] | None = None,
           narrator: Narrator | None = None, progress: bool = True, staging_root: str | Path | None = None
           ) -> BuildSummary:
@@ -136,6 +147,10 @@ def build(options: BuildOptions, out: str | Path, sources: dict[int, Source] | N
 
     try:
         result = execute(options, output, done, sources, narrator, advance)
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        raise disk_full(e, output.root, _bytes_still_needed(output.root, num), "the dataset") from e
     finally:
         bar.close()
     records = result.records
@@ -159,7 +174,12 @@ def build(options: BuildOptions, out: str | Path, sources: dict[int, Source] | N
         MANIFEST_FILE: json.dumps(summary.manifest(options), indent=1).encode(),
         RECORDS_FILE: records_json(records),  # last: its presence means a complete dataset
     }
-    output.finish(top, result.keep, result.drop)
+    try:
+        output.finish(top, result.keep, result.drop)
+    except Exception as e:  # records.json is written last: without it nothing is taken for a finished dataset
+        if not is_disk_full(e):
+            raise
+        raise disk_full(e, output.root, sum(len(b) for b in top.values()), "the dataset") from e
     summary.seconds = time.monotonic() - t0
     return summary
 

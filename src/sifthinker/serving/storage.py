@@ -1,15 +1,13 @@
 """Model folders from object storage: ``s3://bucket/prefix`` downloaded once into a local cache.
 
-(``models:/`` URIs and local folders are :func:`sifthinker.registry.resolve`'s.) The endpoint comes from
-``AWS_ENDPOINT_URL`` or MLflow's ``MLFLOW_S3_ENDPOINT_URL`` (MinIO, moto), credentials from boto3's usual
-chain. A download goes to a temporary folder renamed into place when complete, so an interrupted one is
+(``models:/`` URIs and local folders are :func:`sifthinker.registry.resolve`'s.) The client, its endpoint
+(MinIO, moto) and credentials are :mod:`sifthinker.s3_endpoint`'s, as for every other S3 reader. A download goes to a temporary folder renamed into place when complete, so an interrupted one is
 never served.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +22,6 @@ class StorageError(RuntimeError):
 
 def fetch_s3(uri: str, cache_dir: str | Path) -> Path:
     """The folder ``s3://bucket/prefix`` as a local folder under ``cache_dir`` (downloaded on first use)."""
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     u = urlparse(uri)
@@ -34,8 +31,9 @@ def fetch_s3(uri: str, cache_dir: str | Path) -> Path:
     target = Path(cache_dir) / "s3" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
     if (target / _COMPLETE).is_file():
         return target
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    s3 = boto3.client("s3", endpoint_url=endpoint)
+    from sifthinker import s3_endpoint
+
+    s3 = s3_endpoint.client()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".s3-", dir=target.parent))
     try:

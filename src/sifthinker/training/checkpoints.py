@@ -55,7 +55,7 @@ def _step(name: str) -> int | None:
 class CheckpointPlan:
     """Checkpointing of one stage run (see the module docstring)."""
 
-    every: int  # save every this many steps (> 0)
+    every: int  # save every this many steps; 0: only when preempted (sifthinker.training.preemption)
     limit: int  # checkpoints kept
     local_dir: Path  # the trainer's output_dir: where checkpoint-N folders are written
     remote: str | None = None  # s3://.../<stage>-<key> when the checkpoint folder is on S3
@@ -71,6 +71,8 @@ class CheckpointPlan:
         return cls(every, limit, base / key, None, dict(state_files))
 
     def trainer_args(self) -> dict[str, Any]:
+        if not self.every:  # the preemption callback still asks for a save (control.should_save)
+            return {"save_total_limit": self.limit}
         return {"save_strategy": "steps", "save_steps": self.every, "save_total_limit": self.limit}
 
     # -- resuming ---------------------------------------------------------------------------------------

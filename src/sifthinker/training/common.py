@@ -182,6 +182,22 @@ def load_model_checkpoint(model: Any, folder: str | Path) -> None:
     del fresh
 
 
+def with_checkpoint_loading(trainer_cls: type) -> type:
+    """``trainer_cls`` resuming full-model checkpoints through :func:`load_model_checkpoint` (LoRA,
+    DeepSpeed and FSDP checkpoints keep transformers' own loading)."""
+
+    class Resumable(trainer_cls):  # type: ignore[misc, valid-type]
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            target = model if model is not None else self.model
+            if hasattr(target, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            load_model_checkpoint(target, resume_from_checkpoint)
+            return None
+
+    Resumable.__name__ = Resumable.__qualname__ = f"Resumable{trainer_cls.__name__}"
+    return Resumable
+
+
 def log_model_artifacts(model_dir: Path) -> None:
     """Upload the saved model folder to the active MLflow run under `model/`."""
     import mlflow

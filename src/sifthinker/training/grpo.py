@@ -194,9 +194,7 @@ class GRPOStage(TrainingStage):
                 "rollouts": rollouts}
 
     def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
-        g = cfg.grpo
-        if not g.save_steps:
-            return None
+        g = cfg.grpo  # save_steps 0: a checkpoint only when preempted (sifthinker.training.preemption)
         key = run_key(self.name, {**run, "grpo": g, "model": cfg.model, "parity": cfg.parity, "seed": cfg.data.seed})
         return CheckpointPlan.for_run(g.checkpoint_dir, cfg.work_path, key, g.save_steps, g.save_total_limit,
                                       {PROGRESS_FILE: cfg.path(g.progress_store)})

@@ -23,6 +23,7 @@ from sifthinker.config import RunConfig
 from sifthinker.names import TRAINING_STAGES, Env
 from sifthinker.training.common import TrainResult
 from sifthinker.training.deepspeed_config import cpu_env
+from sifthinker.training.preemption import Preempted, forwarding_sigterm, torchrun_shutdown_env
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,18 @@ def launch(stage: str, cfg: RunConfig, train_dir: Path, model_dir: Path | str, o
         if max_steps:
             cmd += ["--max-steps", str(max_steps)]
         # The workers must resolve the recipe's relative paths (cache, progress store) to the same places.
-        env = {**os.environ, Env.WORK_DIR.value: str(cfg.work_path), **device_env()}
+        env = {**os.environ, Env.WORK_DIR.value: str(cfg.work_path), **device_env(),
+               **torchrun_shutdown_env(cfg.platform.termination_grace_seconds)}
         log.info("launching %s on %d processes: %s", stage, nproc, " ".join(cmd))
-        subprocess.run(cmd, check=True, env=env)
+        proc = subprocess.Popen(cmd, env=env)
+        with forwarding_sigterm(proc) as preempted:  # the ranks checkpoint; torchrun then exits non-zero
+            rc = proc.wait()
+        if preempted[0] and rc:
+            err = Preempted(f"{nproc} rank(s) of {stage} stopped (exit {rc}) after their checkpoint")
+            print(f"[{stage}] {err}", file=sys.stderr, flush=True)  # SystemExit(75) itself prints nothing
+            raise err
+        if rc:
+            raise subprocess.CalledProcessError(rc, cmd)
         data = json.loads(result.read_text())
     return TrainResult(output_dir=Path(data["output_dir"]), metrics=data["metrics"], history=data["history"],
                        mlflow_run_id=data["mlflow_run_id"], stage=stage)

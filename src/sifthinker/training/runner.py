@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sifthinker.config import RunConfig
+from sifthinker.disk_space import is_disk_full
 from sifthinker.names import Stage
 from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
@@ -25,6 +26,7 @@ from sifthinker.training.common import TrainResult, train_and_save
 from sifthinker.training.datasets import load_records
 from sifthinker.training.deepspeed_config import init_deepspeed_comm
 from sifthinker.training.launch import launch
+from sifthinker.training.preemption_callback import PreemptionCallback
 from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch, world_size
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ class TrainingStage:
         return None
 
     def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
-        """How this stage checkpoints (``run``: what identifies the stage run); None: it does not."""
+        """How this stage checkpoints (``run``: what identifies the stage run); None: it does not (then a
+        SIGTERM kills it like SIGKILL would)."""
         return None
 
     def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
@@ -114,6 +117,19 @@ def _resume_point(plan: CheckpointPlan) -> Path | None:
     return plan.latest_local()
 
 
+def _disk_full(e: BaseException, plan: CheckpointPlan, model: Any) -> Exception:
+    """A full disk while checkpointing (or saving the model): one line with the folder and the space a
+    checkpoint takes (the last complete one's size; else weights + two Adam moments). The checkpoint cut
+    short has no marker, so the rerun resumes from the one before."""
+    from sifthinker.disk_space import disk_full, folder_bytes
+
+    last = plan.latest_local()
+    need = folder_bytes(last) if last is not None else 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+    filename = getattr(e, "filename", None)
+    where = Path(filename).parent if filename else plan.local_dir
+    return disk_full(e, where, need, "checkpoints (grpo.checkpoint_dir)")
+
+
 def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path,
                    max_steps: int | None = None) -> TrainResult:
     """Train ``stage`` in this process (a single process, or one rank of a distributed launch).
@@ -138,14 +154,21 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
               "resumed_from": resume.name if resume else "", "world_size": world_size()}
     work = str(plan.local_dir) if plan is not None else tempfile.mkdtemp(prefix=f"{stage.name}-")
     callback = MetricsCallback(stage.name)
-    callbacks: list[Any] = [callback] + ([CheckpointCallback(plan)] if plan is not None else [])
+    # Preemption after the checkpoint callback: the checkpoint is complete before the process leaves.
+    callbacks: list[Any] = [callback] + ([CheckpointCallback(plan), PreemptionCallback(stage.name)]
+                                    if plan is not None else [])
     try:
         overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
         overrides |= plan.trainer_args() if plan is not None else {}
         with _stage_run(cfg, stage.name, params) as run_id:
             trainer, keys = stage.trainer(cfg, model, processor, dataset, work, callbacks, overrides)
-            metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
-                                     keys, extra=stage.extra_metrics, resume_from=resume)
+            try:
+                metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
+                                         keys, extra=stage.extra_metrics, resume_from=resume)
+            except Exception as e:
+                if plan is None or not is_disk_full(e):
+                    raise
+                raise _disk_full(e, plan, model) from e
     finally:
         if plan is None:
             shutil.rmtree(work, ignore_errors=True)

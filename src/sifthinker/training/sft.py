@@ -13,7 +13,8 @@ from typing import Any
 
 from sifthinker.config import RunConfig
 from sifthinker.names import Stage
-from sifthinker.training.common import TrainResult, device_flags, peft_config
+from sifthinker.training.checkpoints import CheckpointPlan, run_key
+from sifthinker.training.common import TrainResult, device_flags, peft_config, with_checkpoint_loading
 from sifthinker.training.datasets import sft_dataset
 from sifthinker.training.deepspeed_config import deepspeed_config
 from sifthinker.training.preflight import preflight
@@ -62,10 +63,16 @@ class SFTStage(TrainingStage):
         return {**{f"sft.{k}": v for k, v in asdict(cfg.sft).items()}, "model.max_pixels": cfg.model.max_pixels,
                 "trainable_params_before_lora": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
+    def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
+        # No periodic saves (an SFT run is short); a checkpoint only when preempted (SIGTERM), in the same
+        # folder as GRPO's, so that the retried step resumes (sifthinker.training.preemption).
+        key = run_key(self.name, {**run, "sft": cfg.sft, "model": cfg.model, "seed": cfg.data.seed})
+        return CheckpointPlan.for_run(cfg.grpo.checkpoint_dir, cfg.work_path, key, 0, 1, {})
+
     def trainer(self, cfg, model, processor, dataset, work_dir, callbacks, overrides):
         from trl import SFTTrainer
 
-        trainer = SFTTrainer(model=model, args=sft_args(cfg, work_dir, **overrides), train_dataset=dataset,
+        trainer = with_checkpoint_loading(SFTTrainer)(model=model, args=sft_args(cfg, work_dir, **overrides), train_dataset=dataset,
                              processing_class=processor, peft_config=peft_config(cfg.sft.lora), callbacks=callbacks)
         return trainer, ["loss", "mean_token_accuracy"]
 
