@@ -129,6 +129,12 @@ def test_preflight_stops_both_stages_on_a_bad_deepspeed_config(data_dir, tmp_pat
         run_sft(cfg, data_dir, model, tmp_path / "out")
     with pytest.raises(TrainingInputError, match="bad.json: zero_optimization.stage"):
         run_grpo(cfg, data_dir, model, tmp_path / "out")
+    # A TrainJob profile's step pod runs the CPU image: the file is the train image's, checked on the nodes.
+    from sifthinker.training.preflight import check_deepspeed, preflight
+
+    assert check_deepspeed(str(tmp_path / "missing.json"))
+    cfg.platform.train_job.enabled = True
+    preflight("sft", cfg, data_dir, model)
 
 
 def test_preflight_stops_use_vllm_beside_a_vllm_that_trl_does_not_support(tmp_path):

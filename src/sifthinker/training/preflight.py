@@ -129,7 +129,8 @@ def preflight(stage: str, cfg: RunConfig, train_dir: Path | str, model_dir: Path
         raise TrainingInputError(f"{stage}: invalid recipe: {e}") from e
     nproc = processes_to_launch() or world_size()
     problems = check_grpo(cfg, nproc) + check_vllm(cfg) if stage == "grpo-sif" else []
-    problems += check_deepspeed(cfg.grpo.deepspeed if stage == "grpo-sif" else cfg.sft.deepspeed)
+    if not cfg.platform.uses_train_job:  # a TrainJob's nodes read the file from the train image, not this pod
+        problems += check_deepspeed(cfg.grpo.deepspeed if stage == "grpo-sif" else cfg.sft.deepspeed)
     problems += check_model(model_dir)
     problems += check_data(train_dir, cfg.data.balance_tolerance)
     if problems:
