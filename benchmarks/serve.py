@@ -1,7 +1,7 @@
 """Serving latency and throughput: `sifthinker serve` at concurrency 1, 4 and 8 against the model's own
 `generate` called directly in one process.
 
-    PYTHONPATH=src python benchmarks/serve.py [--model DIR] [--max-tokens 128] [--requests 16]
+    PYTHONPATH=src python benchmarks/serve.py [--model DIR] [--max-tokens 128] [--requests 16] [--vllm-env DIR]
 
 Without --model it builds the local recipe's tiny Qwen2.5-VL (random weights: every completion runs to
 --max-tokens, so every request costs the same). The server runs as a subprocess (the recipe's serving
@@ -10,6 +10,10 @@ depth image as PNG data URLs) from a thread pool. At concurrency 1 a direct call
 alternate, so that both see the same load on a shared machine.
 Prints a markdown table: p50/p99 latency, throughput, and the two goals (overhead at concurrency 1 within
 10% of direct generate; throughput at concurrency 8 at least 3x concurrency 1).
+
+``--vllm-env DIR`` (``make vllm-env``: ``work/vllm-env``) adds the vLLM rows: vLLM's OpenAI server on the
+same model called directly, and the SIF transformer (``sifthinker serve --predictor-host``) in front of it,
+at concurrency 1 (alternating, as above), 4 and 8; the goal: the transformer costs <= 5% at concurrency 1.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ def direct_generator(model_dir: Path, max_tokens: int):
     return one
 
 
-def through_server(url: str, name: str, n: int, concurrency: int, max_tokens: int) -> tuple[list[float], float]:
+def through_server(url: str, name: str, n: int, concurrency: int, max_tokens: int,
+                   route: str = "/openai/v1") -> tuple[list[float], float]:
     from sifthinker.serving.openai_api import chat_request_body
 
     bodies = [chat_request_body(QUESTION, *_images(i % 4), name, max_tokens=max_tokens) for i in range(n)]
@@ -75,7 +80,7 @@ def through_server(url: str, name: str, n: int, concurrency: int, max_tokens: in
 
     def one(body: dict) -> float:
         t0 = time.perf_counter()
-        r = session.post(f"{url}/openai/v1/chat/completions", json=body, timeout=600)
+        r = session.post(f"{url}{route}/chat/completions", json=body, timeout=600)
         r.raise_for_status()
         return time.perf_counter() - t0
 
@@ -100,6 +105,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level (x concurrency / 2 "
                                                              "for 4 and 8)")
+    ap.add_argument("--vllm-env", type=Path, default=None, help="a venv with vLLM (make vllm-env): add vLLM rows")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     from sifthinker.serving.process import free_port, serve_subprocess
@@ -124,6 +130,7 @@ def main() -> None:
                 lat, wall = through_server(url, "bench", args.requests * c // 2, c, args.max_tokens)
                 b1 = batch_stats(url)
                 rows.append((f"`sifthinker serve`, concurrency {c}", c, lat, wall, (b1[1] - b0[1]) / max(1, b1[0] - b0[0])))
+        vllm_rows = vllm_bench(model_dir, Path(tmp), args) if args.vllm_env else []
     print(f"max_tokens {args.max_tokens}, {args.requests} requests at concurrency 1\n")
     print("| path | concurrency | requests | p50 s | p99 s | throughput req/s | mean batch |")
     print("|---|---|---|---|---|---|---|")
@@ -138,6 +145,45 @@ def main() -> None:
     print(f"\noverhead at concurrency 1 (p50 vs direct p50): {overhead:+.1%} (goal: within 10%: "
           f"{'met' if overhead <= 0.10 else 'NOT met'})")
     print(f"throughput at concurrency 8 / concurrency 1: {ratio:.2f}x (goal: >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+    if vllm_rows:
+        print("\n| path | concurrency | requests | p50 s | p99 s | throughput req/s |\n|---|---|---|---|---|---|")
+        for label, c, lat, wall in vllm_rows:
+            print(f"| {label} | {c} | {len(lat)} | {_pct(lat, .5):.3f} | {_pct(lat, .99):.3f} | {len(lat) / wall:.2f} |")
+        cost = statistics.median(vllm_rows[1][2]) / statistics.median(vllm_rows[0][2]) - 1
+        print(f"\nSIF transformer in front of vLLM at concurrency 1 (p50 vs vLLM direct p50): {cost:+.1%} "
+              f"(goal: <= 5%: {'met' if cost <= 0.05 else 'NOT met'})")
+
+
+def vllm_bench(model_dir: Path, tmp: Path, args: argparse.Namespace) -> list[tuple]:
+    """vLLM direct and behind the SIF transformer, each at concurrency 1 (alternating), 4 and 8."""
+    from sifthinker.serving.process import free_port, start_process, stop_process, vllm_subprocess, wait_http
+
+    name = "bench-vllm"
+    with vllm_subprocess(args.vllm_env / "bin" / "python", model_dir, free_port(), tmp / "vllm.log", name) as vurl:
+        port = free_port()
+        cmd = [sys.executable, "-m", "sifthinker.cli", "serve", "--predictor-host", vurl, "--predictor-model", name,
+               "--model_name", "bench", "--http_port", str(port), "--recipe", str(REPO / "recipes" / "local.yaml")]
+        proc = start_process(cmd, tmp / "transformer.log")
+        front = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{front}/v2/health/ready", proc, tmp / "transformer.log", timeout=300)
+            through_server(vurl, name, 4, 2, args.max_tokens, route="")  # warm-up
+            through_server(front, "bench", 4, 2, args.max_tokens)
+            direct, via = [], []
+            for _ in range(args.requests):
+                direct += through_server(vurl, name, 1, 1, args.max_tokens, route="")[0]
+                via += through_server(front, "bench", 1, 1, args.max_tokens)[0]
+            rows = [("vLLM OpenAI server, direct", 1, direct, sum(direct)),
+                    ("SIF transformer -> vLLM", 1, via, sum(via))]
+            for c in (4, 8):
+                n = args.requests * c // 2
+                rows.append((f"vLLM OpenAI server, direct, concurrency {c}", c,
+                             *through_server(vurl, name, n, c, args.max_tokens, route="")))
+                rows.append((f"SIF transformer -> vLLM, concurrency {c}", c,
+                             *through_server(front, "bench", n, c, args.max_tokens)))
+        finally:
+            stop_process(proc)
+    return rows
 
 
 if __name__ == "__main__":

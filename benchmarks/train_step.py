@@ -1,6 +1,6 @@
 """Time per GRPO-SIF step on the local recipe's tiny model, split into its parts.
 
-Usage: .venv/bin/python benchmarks/train_step.py [--items 16 --sft-epochs 8 --steps 5]
+Usage: .venv/bin/python benchmarks/train_step.py [--items 16 --sft-epochs 8 --steps 5] [--zero]
        .venv/bin/python benchmarks/train_step.py --gpu [--model 7b ...]   # GPU tokens/s and MFU: train_step_gpu.py
 
 Builds `data build`'s train split and the local recipe's tiny Qwen2.5-VL, trains it with the recipe's SFT
@@ -20,11 +20,17 @@ The first step (warm-up) is left out of the means. A tiny model's rollouts are o
 which the rewards reject early; so the four rewards are also timed on as many well-formed completions
 (the records' reference traces, every reward doing its whole work) as a step scores, and that time is
 compared with the measured step. Prints a markdown table for docs/benchmarks.md.
+
+``--zero`` times the same steps again under DeepSpeed ZeRO-3 with the recipes' config
+(``images/deepspeed/zero3.json``, adapted to the CPU by the code every run uses) in one process (world size
+1, gloo, ``DS_ACCELERATOR=cpu``): the engine's own cost per step next to the plain row (on one process
+ZeRO shards nothing; the 2-process runs are in tests/test_deepspeed.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -118,11 +124,56 @@ def well_formed_reward_seconds(cfg: RunConfig, records: list[dict], dataset: Any
     return (time.perf_counter() - t0) / repeats
 
 
+def timer_dataset(cfg: RunConfig, records: list[dict], root: Path) -> Any:
+    return GRPO.dataset(cfg, GRPO.select(cfg, records), root / "data")
+
+
+def timed_steps(cfg: RunConfig, sft: Path, records: list[dict], data: Path, out: Path, steps: int) -> tuple:
+    """The GRPO stage's own trainer from the SFT model, ``steps`` steps with the part timers."""
+    model, processor = load_model(sft, cfg, for_training=True)
+    dataset = GRPO.dataset(cfg, GRPO.select(cfg, records), data)
+    timer = StepTimer()
+    trainer, _ = GRPO.trainer(cfg, model, processor, dataset, str(out), [timer], {"max_steps": steps})
+    instrument(trainer, timer)
+    trainer.train()
+    return timer, model
+
+
+@contextlib.contextmanager
+def single_process_deepspeed():
+    """The environment of rank 0 of a one-process launch (what torchrun would set), DeepSpeed on the CPU."""
+    import socket
+
+    from sifthinker.training.launch import device_env
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **device_env()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def means(timer: StepTimer) -> dict[str, float]:
+    steps = timer.steps[1:] or timer.steps
+    return {k: statistics.mean(s.get(k, 0.0) for s in steps) for k in {k for s in steps for k in s}}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=16, help="GRPO prompts (SFT trains on >= 24 records)")
     ap.add_argument("--sft-epochs", type=float, default=None, help="default: the local recipe's")
     ap.add_argument("--steps", type=int, default=5, help="GRPO steps timed (the first is warm-up)")
+    ap.add_argument("--zero", action="store_true", help="also time the steps under DeepSpeed ZeRO-3 (CPU)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.pop("SIFTHINKER_WORK_DIR", None)
@@ -145,30 +196,41 @@ def main(argv: list[str] | None = None) -> None:
         sft = run_sft(cfg, root / "data", base, root / "sft").output_dir
         sft_s = time.perf_counter() - t0
 
-        model, processor = load_model(sft, cfg, for_training=True)
-        dataset = GRPO.dataset(cfg, GRPO.select(cfg, records), root / "data")
-        timer = StepTimer()
-        trainer, _ = GRPO.trainer(cfg, model, processor, dataset, str(root / "grpo"), [timer],
-                                  {"max_steps": args.steps})
-        instrument(trainer, timer)
-        trainer.train()
-        gold_s = well_formed_reward_seconds(cfg, GRPO.select(cfg, records), dataset)
+        timer, model = timed_steps(cfg, sft, records, root / "data", root / "grpo", args.steps)
+        zero = None
+        if args.zero:
+            with single_process_deepspeed():
+                cfg.grpo.deepspeed = str(REPO / "images" / "deepspeed" / "zero3.json")
+                zero, _ = timed_steps(cfg, sft, records, root / "data", root / "grpo-zero3", args.steps)
+                cfg.grpo.deepspeed = None
+        gold_s = well_formed_reward_seconds(cfg, GRPO.select(cfg, records), timer_dataset(cfg, records, root))
 
     g = cfg.grpo
     steps = timer.steps[1:] or timer.steps
-    mean = {k: statistics.mean(s.get(k, 0.0) for s in steps) for k in {k for s in steps for k in s}}
+    mean = means(timer)
+    zmean = means(zero) if zero is not None else None
     total = mean["total"]
     params = sum(p.numel() for p in model.parameters())
     print(f"tiny Qwen2.5-VL ({params / 1e6:.2f} M parameters), SFT {sft_s:.0f}s; GRPO: {g.per_device_batch_size}"
           f" completions per step ({g.per_device_batch_size // g.num_generations} prompts x {g.num_generations}),"
           f" max {g.max_completion_length} new tokens, RGB + depth prompt; {len(steps)} steps timed"
           f" (after 1 warm-up); last logged: " + ", ".join(f"{k}={v:.3g}" for k, v in timer.rewards.items()))
-    print("\n| part | s per step | share of step |\n|---|---|---|")
+    if zmean is None:
+        print("\n| part | s per step | share of step |\n|---|---|---|")
+    else:
+        print("\n| part | s per step | share of step | ZeRO-3 (1 process): s per step | share |\n|---|---|---|---|---|")
+
+    def row(label: str, key: str, digits: int = 3, pct: int = 2) -> None:
+        cells = f"| {label} | {mean.get(key, 0.0):.{digits}f} | {100 * mean.get(key, 0.0) / total:.{pct}f}% |"
+        if zmean is not None:
+            cells += f" {zmean.get(key, 0.0):.{digits}f} | {100 * zmean.get(key, 0.0) / zmean['total']:.{pct}f}% |"
+        print(cells)
+
     for part in PARTS:
-        print(f"| {part} | {mean.get(part, 0.0):.3f} | {100 * mean.get(part, 0.0) / total:.2f}% |")
+        row(part, part)
     for name in sorted(k for k in mean if k.startswith("  ")):
-        print(f"| &nbsp;&nbsp;{name.strip()} | {mean[name]:.4f} | {100 * mean[name] / total:.3f}% |")
-    print(f"| **step** | {total:.3f} | 100% |")
+        row(f"&nbsp;&nbsp;{name.strip()}", name, 4, 3)
+    row("**step**", "total")
     share = mean.get("reward", 0.0) / total
     print(f"\nrewards: {100 * share:.2f}% of a step ({'under' if share < 0.01 else 'NOT under'} 1%)")
     gold = gold_s / total

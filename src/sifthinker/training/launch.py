@@ -22,11 +22,19 @@ from pathlib import Path
 from sifthinker.config import RunConfig
 from sifthinker.names import TRAINING_STAGES, Env
 from sifthinker.training.common import TrainResult
+from sifthinker.training.deepspeed_config import cpu_env
 from sifthinker.training.preemption import Preempted, forwarding_sigterm, torchrun_shutdown_env
 
 log = logging.getLogger(__name__)
 
 WORKER_MODULE = "sifthinker.training.worker"
+
+
+def device_env() -> dict[str, str]:
+    """What the workers' environment needs for this machine: DeepSpeed's CPU accelerator without CUDA."""
+    import torch
+
+    return {} if torch.cuda.is_available() else cpu_env()
 
 
 def launch(stage: str, cfg: RunConfig, train_dir: Path, model_dir: Path | str, out_dir: Path, nproc: int,
@@ -44,7 +52,7 @@ def launch(stage: str, cfg: RunConfig, train_dir: Path, model_dir: Path | str, o
         if max_steps:
             cmd += ["--max-steps", str(max_steps)]
         # The workers must resolve the recipe's relative paths (cache, progress store) to the same places.
-        env = {**os.environ, Env.WORK_DIR.value: str(cfg.work_path),
+        env = {**os.environ, Env.WORK_DIR.value: str(cfg.work_path), **device_env(),
                **torchrun_shutdown_env(cfg.platform.termination_grace_seconds)}
         log.info("launching %s on %d processes: %s", stage, nproc, " ".join(cmd))
         proc = subprocess.Popen(cmd, env=env)

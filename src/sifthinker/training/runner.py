@@ -24,9 +24,10 @@ from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
 from sifthinker.training.common import TrainResult, train_and_save
 from sifthinker.training.datasets import load_records
+from sifthinker.training.deepspeed_config import init_deepspeed_comm
 from sifthinker.training.launch import launch
 from sifthinker.training.preemption_callback import PreemptionCallback
-from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch
+from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch, world_size
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ class TrainingStage:
 
     def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         raise NotImplementedError
+
+    def deepspeed(self, cfg: RunConfig) -> str | None:
+        """The recipe's DeepSpeed config path for this stage (None: plain DDP / one process)."""
+        return None
 
     def checkpoint_plan(self, cfg: RunConfig, run: dict[str, Any]) -> CheckpointPlan | None:
         """How this stage checkpoints (``run``: what identifies the stage run); None: it does not (then a
@@ -138,13 +143,15 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
     dataset = stage.dataset(cfg, records, train_dir)
     plan = stage.checkpoint_plan(cfg, {"train_dir": str(Path(train_dir).resolve()), "model_dir": str(model_dir),
                                        "out_dir": str(Path(out_dir).resolve()), "max_steps": max_steps})
+    if in_distributed_launch() and stage.deepspeed(cfg):
+        init_deepspeed_comm()  # before anything starts the process group or loads a model
     resume = _resume_point(plan) if plan is not None else None
     if resume is not None:
         log.info("%s: resuming from %s", stage.name, resume)
     model, processor = load_model(model_dir, cfg, for_training=True)
     params = {**stage.params(cfg, model, records), "model_dir": str(model_dir), "train_dir": str(train_dir),
               "num_records": len(records), "model.freeze_vision": cfg.model.freeze_vision,
-              "resumed_from": resume.name if resume else ""}
+              "resumed_from": resume.name if resume else "", "world_size": world_size()}
     work = str(plan.local_dir) if plan is not None else tempfile.mkdtemp(prefix=f"{stage.name}-")
     callback = MetricsCallback(stage.name)
     # Preemption after the checkpoint callback: the checkpoint is complete before the process leaves.

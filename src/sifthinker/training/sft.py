@@ -16,6 +16,7 @@ from sifthinker.names import Stage
 from sifthinker.training.checkpoints import CheckpointPlan, run_key
 from sifthinker.training.common import TrainResult, device_flags, peft_config, with_checkpoint_loading
 from sifthinker.training.datasets import sft_dataset
+from sifthinker.training.deepspeed_config import deepspeed_config
 from sifthinker.training.preflight import preflight
 from sifthinker.training.runner import TrainingStage, run_stage
 
@@ -42,7 +43,7 @@ def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
         "dataloader_num_workers": 0,
         "disable_tqdm": True,  # MetricsCallback prints one line per logging step instead
         "seed": cfg.data.seed,
-        "deepspeed": s.deepspeed,
+        "deepspeed": deepspeed_config(s.deepspeed) if s.deepspeed else None,
         **device_flags(),
     }
     kwargs.update(overrides)
@@ -51,6 +52,9 @@ def sft_args(cfg: RunConfig, output_dir: str, **overrides: Any) -> Any:
 
 class SFTStage(TrainingStage):
     name = Stage.SFT
+
+    def deepspeed(self, cfg: RunConfig) -> str | None:
+        return cfg.sft.deepspeed
 
     def dataset(self, cfg: RunConfig, records: list[dict], root: Path) -> Any:
         return sft_dataset(records, root)
