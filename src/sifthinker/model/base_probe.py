@@ -31,18 +31,23 @@ def first_box(reply: str) -> tuple[float, float, float, float] | None:
     return areas[0][0].xyxy() if areas and areas[0] else None
 
 
-def probe_items(n: int, width: int, height: int) -> dict[str, list[tuple[str, str, list[Any]]]]:
-    """The held-out items: ``ground/<group>`` and ``short/<kind>`` -> ``n`` (question, target, images)."""
+def probe_items(n: int, width: int, height: int,
+                only: tuple[str, ...] | None = None) -> dict[str, list[tuple[str, str, list[Any]]]]:
+    """The held-out items: ``ground/<group>`` and ``short/<kind>`` -> ``n`` (question, target, images).
+
+    ``only``: just these keys (e.g. ``("ground/1",)``); the items of a key do not depend on it."""
     from sifthinker.model.ground_pretrain import grounding_item
     from sifthinker.model.short_answer import short_item
 
     items: dict[str, list[tuple[str, str, list[Any]]]] = {}
     for g, (name, crowd) in enumerate(SCENE_GROUPS.items()):
         first = PROBE_SEED + g * 100_000
-        items[f"ground/{name}"] = [grounding_item(first + i, width, height, crowd=crowd) for i in range(n)]
+        if only is None or f"ground/{name}" in only:
+            items[f"ground/{name}"] = [grounding_item(first + i, width, height, crowd=crowd) for i in range(n)]
     for k, kind in enumerate(sorted(KINDS)):
         first = PROBE_SEED + 1_000_000 + k * 100_000
-        items[f"short/{kind}"] = [short_item(first + i, width, height, kind)[:3] for i in range(n)]
+        if only is None or f"short/{kind}" in only:
+            items[f"short/{kind}"] = [short_item(first + i, width, height, kind)[:3] for i in range(n)]
     return items
 
 
