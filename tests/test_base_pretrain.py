@@ -102,6 +102,7 @@ def test_training_seeds_stay_apart_from_the_probe_and_the_data_builder():
     assert min(derive_seed(s, i, a) for s in (0, 100_000) for i in range(300) for a in range(3)) > 100 * PROBE_SEED
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(straight_run):
     tmp, recipe = straight_run
     _reuse_start(tmp / "a", tmp / "b")
@@ -109,6 +110,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(straight_ru
     assert pretrain_base(cfg, tmp / "b", stop_after=2)["step"] == 2
     res = pretrain_base(cfg, tmp / "b")
     assert res["step"] == 4 and res["history"][-1]["steps"] == 4 and len(res["history"]) == 1
+    assert [r["step"] for r in res["history"][-1]["resumed"]] == [2]
     a, b = (load_file(tmp / r / "checkpoint" / "model.safetensors") for r in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # The probe went to the run's MLflow store, per scene size and per short-answer kind.
@@ -120,6 +122,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(straight_ru
     assert [m.step for m in client.get_metric_history(run.info.run_id, "ground/3-8/iou")] == [4]
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_a_killed_run_resumes_at_its_checkpoint(straight_run):
     tmp, _ = straight_run
     recipe = _recipe(tmp, steps=30, checkpoint_minutes=0.0001, probe_every=1000)  # a checkpoint every step
@@ -143,6 +146,7 @@ def test_a_killed_run_resumes_at_its_checkpoint(straight_run):
     assert f"pre-trained to step {killed_at + 2}" in done.stdout
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_export_writes_a_small_folder_whose_card_matches_and_init_from_adds_a_stretch(straight_run):
     tmp, recipe = straight_run
     cfg = RunConfig.load(recipe)

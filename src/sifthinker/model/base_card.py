@@ -72,10 +72,12 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "## History (every stretch of training)",
         "",
-        "| stretch | start | seed | steps | planned | commit | recipe | data | started | last update |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| stretch | start | seed | steps | planned | commit | recipe | data | started | last update | resumed at |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *[f"| {s['stretch']} | {s['start']} | {s['seed']} | {s['steps']} | {s['planned_steps']} | `{s['commit']}` | "
-          f"{s['recipe']} | {s['data']} | {s['started']} | {s['updated']} |" for s in card["history"]],
+          f"{s['recipe']} | {s['data']} | {s['started']} | {s['updated']} | "
+          + (", ".join(f"step {r['step']} (`{r['commit'][:12]}`)" for r in s.get("resumed", [])) or "-") + " |"
+          for s in card["history"]],
         "",
         "## Reproduce",
         "",

@@ -199,6 +199,9 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
         if init_from is not None:
             log.info("resuming %s at step %d; --init-from %s applies to a new run only", ckpt,
                      state["step"], init_from)
+        # The card shows where a stretch was picked up again, and with which code.
+        state["history"][-1].setdefault("resumed", []).append(
+            {"step": state["step"], "commit": source_commit(), "at": _now()})
     else:
         if init_from is not None:
             src = check_model_folder(init_from)
