@@ -85,9 +85,14 @@ def vlm_batch(processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[s
     # Right padding: the target's labels then start at the prompt's length in every row.
     enc = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="right")
     labels = enc["input_ids"].clone()
+    # The prompt's token count: its text's, with each image's one pad token expanded by the processor to
+    # the image's merged patches (counted from the grid, so the images are not processed twice).
+    per_image = (enc["image_grid_thw"].prod(-1) // processor.image_processor.merge_size ** 2).tolist()
+    k = 0
     for i, prompt in enumerate(prompts):
-        # The prompt's token count is the text's up to the image pads, which the processor expands.
-        n = len(processor(text=[prompt], images=items[i][2], return_tensors="pt")["input_ids"][0])
+        n_images = len(items[i][2])
+        n = len(processor.tokenizer(prompt)["input_ids"]) + sum(per_image[k:k + n_images]) - n_images
+        k += n_images
         labels[i, :n] = -100
     labels[enc["attention_mask"] == 0] = -100
     enc["labels"] = labels
