@@ -39,9 +39,10 @@ def _table(probe: dict[str, float]) -> list[str]:
     from sifthinker.model.base_probe import SCENE_GROUPS
     from sifthinker.model.short_answer import KINDS
 
-    rows = ["| held-out group | mean IoU | Acc@0.5 |", "|---|---|---|"]
+    rows = ["| held-out group | mean IoU | Acc@0.5 | named + readable box |", "|---|---|---|---|"]
     rows += [f"| Where is X?, {g} objects | {probe.get(f'ground/{g}/iou', float('nan')):.3f} | "
-             f"{probe.get(f'ground/{g}/acc50', float('nan')):.3f} |" for g in SCENE_GROUPS]
+             f"{probe.get(f'ground/{g}/acc50', float('nan')):.3f} | {probe.get(f'ground/{g}/named', float('nan')):.3f} |"
+             for g in SCENE_GROUPS]
     rows += ["", "| short answer | accuracy |", "|---|---|"]
     rows += [f"| {k} | {probe.get(f'short/{k}/acc', float('nan')):.3f} |" for k in sorted(KINDS)]
     return rows

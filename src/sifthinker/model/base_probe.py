@@ -54,6 +54,7 @@ def probe_items(n: int, width: int, height: int,
 def run_probe(model: Any, processor: Any, items: dict[str, list[tuple[str, str, list[Any]]]],
               batch_size: int = 20) -> dict[str, float]:
     """Greedy replies to ``items``; metrics ``ground/<group>/iou``, ``ground/<group>/acc50``,
+    ``ground/<group>/named`` (replies that name the asked object and give a readable box),
     ``short/<kind>/acc`` and the means ``short/acc`` and ``ground/acc50`` (over groups)."""
     from sifthinker.geometry import box_iou
     from sifthinker.model.inference import GenRequest, generate
@@ -67,11 +68,14 @@ def run_probe(model: Any, processor: Any, items: dict[str, list[tuple[str, str, 
             replies = generate(model, processor, [GenRequest(ims[0], ims[1], q) for q, _, ims in group], tokens,
                                batch_size=batch_size)
             if key.startswith("ground/"):
-                ious = []
+                ious, named = [], 0
                 for reply, (_, target, _) in zip(replies, group, strict=True):
                     got, want = first_box(reply), first_box(target)
                     ious.append(box_iou(got, want) if got is not None and want is not None else 0.0)
+                    # The object's name copied from the question, then a readable area: the format.
+                    named += got is not None and reply.startswith(target.split(":")[0] + ":")
                 metrics[f"{key}/iou"] = sum(ious) / len(ious)
+                metrics[f"{key}/named"] = named / len(ious)
                 metrics[f"{key}/acc50"] = sum(i >= 0.5 for i in ious) / len(ious)
             else:
                 right = [r.strip().lower() == t.lower() for r, (_, t, _) in zip(replies, group, strict=True)]
