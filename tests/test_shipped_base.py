@@ -17,11 +17,13 @@ from sifthinker.model.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "sif-tiny-base"
-# The probe: 20 held-out items of one group (base_probe's scenes, never trained on) and the least the
-# shipped base must score. MEASURED_ON_EXPORT is what its card's 40-item probe gave; the threshold
-# leaves room for the 20-item sample's spread.
-PROBE_KEY, METRIC = "PLACEHOLDER"
-THRESHOLD = 0.0
+# The probe: 20 held-out "Where is X?" items on the data builder's 3-8 object scenes (base_probe's seeds,
+# never trained on) and the least the shipped base must score. The base shipped at 1130 steps writes the
+# named object's SIF area (0.975 of its card's 40 items; IoU 0.003: it does not point yet, see
+# docs/benchmarks.md), so the bar is the format, with room for the 20-item sample. A later export that
+# points should raise it to an IoU bar (its card's number less the spread).
+PROBE_KEY, METRIC = "ground/3-8", "named"
+THRESHOLD = 0.75
 
 
 @pytest.fixture(scope="module")
