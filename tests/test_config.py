@@ -206,7 +206,7 @@ def test_every_field_is_described_with_help():
             else:
                 yield f"{prefix}{k}"
 
-    full = RunConfig.load(RECIPES[-1]).to_dict()  # the GPU recipe: LoRA, tolerations and secrets set
+    full = RunConfig.load(RECIPES[0].parent / "qwen2.5-vl-7b-rebuild-sif50k.yaml").to_dict()  # LoRA, tolerations, secrets set
     full["sft"]["lora"] = full["grpo"]["lora"]
     assert {"platform.gpu.tolerations[].key", "platform.secrets[].env", "sft.lora.r"} <= set(leaves(full))
     assert set(leaves(full)) - set(by_path) == set()

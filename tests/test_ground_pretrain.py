@@ -9,7 +9,7 @@ import numpy as np
 from sifthinker.areas import read_areas
 from sifthinker.config import RunConfig
 from sifthinker.depth import box_pixels
-from sifthinker.model.ground_pretrain import _batch, ground_scene, grounding_item, grounding_pretrain
+from sifthinker.model.ground_pretrain import ground_scene, grounding_item, grounding_pretrain, vlm_batch
 from sifthinker.model.loading import load_model
 from sifthinker.model.tiny import build_tiny_model, tiny_fingerprint
 
@@ -52,7 +52,7 @@ def test_labels_cover_the_target_only_and_the_steps_lower_the_loss(tmp_path):
     built = build_tiny_model(_cfg(0), tmp_path / "m", corpus)
     model, proc = load_model(built, _cfg(0), for_training=True)
     items = [grounding_item(s, W, H) for s in (1, 2)]
-    enc = _batch(proc, items)
+    enc = vlm_batch(proc, items)
     for row, labels, (_, target, _) in zip(enc["input_ids"], enc["labels"], items, strict=True):
         kept = [t for t, lab in zip(row.tolist(), labels.tolist(), strict=True) if lab != -100]
         assert proc.tokenizer.decode(kept).startswith(target + "<|im_end|>")

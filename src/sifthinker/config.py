@@ -23,6 +23,7 @@ import yaml
 from sifthinker.data_config import DataConfig, DepthConfig  # the data and depth sections (module size)
 from sifthinker.model_config import LoraConfig, ModelConfig, TinyModelConfig  # noqa: F401 (re-exported)
 from sifthinker.names import BENCHMARKS, PARITY_MODES, REWARDS, Env
+from sifthinker.pretrain_config import PretrainConfig
 from sifthinker.schema import ConfigError, FieldDoc, build, read_yaml
 from sifthinker.schema import describe_fields as _describe
 from sifthinker.schema import doc_field as _f
@@ -322,6 +323,8 @@ class RunConfig:
     registry: RegistryConfig = _f(help="MLflow tracking and model registry.", factory=RegistryConfig)
     serving: ServingConfig = _f(help="KServe model server.", factory=ServingConfig)
     platform: PlatformConfig = _f(help="Cluster settings applied at pipeline compile time.", factory=PlatformConfig)
+    pretrain: PretrainConfig = _f(help="Pre-training of the shipped tiny base (sifthinker model pretrain-base).",
+                                  factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         # One switch: original parity scores like the original scripts too (E1-E6).

@@ -138,3 +138,56 @@ def resolve_cmd(model_uri: str, recipe: str | None, tracking_uri: str | None) ->
     cfg = load_recipe(recipe)  # the cache folder is the recipe's
     with registry_call():
         click.echo(resolve(model_uri, cfg, tracking_uri=uri))
+
+
+@model.command("pretrain-base")
+@click.option("--recipe", required=True, help="Recipe YAML (or name under recipes/), e.g. recipes/tiny-base.yaml.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run folder (checkpoint, MLflow store, corpus); keep it outside git. Rerun to resume.")
+@click.option("--init-from", "init_from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A committed base (e.g. models/sif-tiny-base) a new stretch starts from, when OUT has no "
+                   "checkpoint.")
+@click.option("--stop-after", type=click.IntRange(min=1), default=None,
+              help="Stop after this many steps of this call (checkpointed); rerun to go on.")
+def pretrain_base_cmd(recipe: str, out: str, init_from: str | None, stop_after: int | None) -> None:
+    """Pre-train the tiny base on synthetic scenes (grounding, short answers, copying); resumes OUT."""
+    from pathlib import Path
+
+    from sifthinker.model.base_pretrain import pretrain_base
+
+    cfg = load_recipe(recipe)
+    if cfg.model.base != "tiny":
+        raise CLIError(f"pretrain-base trains the tiny model: the recipe's model.base must be 'tiny', not "
+                       f"{cfg.model.base!r}")
+    try:
+        res = pretrain_base(cfg, Path(out), Path(init_from) if init_from else None, recipe=recipe,
+                            stop_after=stop_after)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    click.echo(f"pre-trained to step {res['step']} in {out}/checkpoint")
+
+
+@model.command("export-base")
+@click.option("--recipe", required=True, help="The pre-training's recipe (its data and model sections).")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The pretrain-base run folder (its --out).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="The folder to write (replaced), e.g. models/sif-tiny-base.")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default="float16", show_default=True,
+              help="Weight dtype of the exported folder.")
+@click.option("--probe-items", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Held-out probe items per group for the card.")
+def export_base_cmd(recipe: str, run_dir: str, out: str, dtype: str, probe_items: int) -> None:
+    """Export a pretrain-base checkpoint as a small save_pretrained folder with its model card."""
+    from pathlib import Path
+
+    from sifthinker.model.base_card import export_base
+
+    cfg = load_recipe(recipe)
+    try:
+        card = export_base(Path(run_dir), Path(out), cfg, dtype, probe_items, name=Path(out).name, recipe=recipe)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    p = card["probe"]
+    click.echo(f"{out}: {card['total_steps']} steps, sha256 {card['sha256']}, grounding Acc@0.5 (3-8 objects) "
+               f"{p.get('ground/3-8/acc50', 0):.3f}, short-answer accuracy {p.get('short/acc', 0):.3f}")

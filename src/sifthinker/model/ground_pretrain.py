@@ -36,17 +36,20 @@ WARMUP = 20
 SEED_OFFSET = 7_000_000  # scene seeds far from the data builds' (train seed * 1e6 + index, eval 100000)
 
 
-def ground_scene(seed: int, width: int, height: int, alone: bool = False) -> tuple[Any, Any]:
+def ground_scene(seed: int, width: int, height: int, alone: bool = False,
+                 crowd: tuple[int | None, ...] | None = None) -> tuple[Any, Any]:
     """The scene of ``seed`` and the object its example asks about (visible, its name unique in the scene).
 
-    ``alone``: a scene of that one object (benchmarks/ground_probe.py's first stage)."""
+    ``alone``: a scene of that one object (benchmarks/ground_probe.py's first stage). ``crowd``: the object
+    counts to draw from (None in it: the builder's 3-8), instead of the mix below (the base probe's
+    per-size groups)."""
     from sifthinker.scenes import generate_scene
     from sifthinker.scenes.model import MIN_VISIBLE_PIXELS
 
     # A third of the scenes hold one object, a third two or three, a third the builder's 3-8: alone, an
     # object's box is learnt first (measured: 600-1200 steps), the crowded scenes ask to pick it by name.
     rng = random.Random(seed)
-    crowd = (1,) if alone else rng.choice(((1,), (2, 3), (None,)))
+    crowd = (1,) if alone else crowd or rng.choice(((1,), (2, 3), (None,)))
     scene = generate_scene(seed, width, height, num_objects=rng.choice(crowd))
     names: dict[str, int] = {}
     for o in scene.objects:
@@ -56,21 +59,22 @@ def ground_scene(seed: int, width: int, height: int, alone: bool = False) -> tup
     return scene, rng.choice(objs)
 
 
-def grounding_item(seed: int, width: int, height: int, alone: bool = False) -> tuple[str, str, list[Any]]:
+def grounding_item(seed: int, width: int, height: int, alone: bool = False,
+                   crowd: tuple[int | None, ...] | None = None) -> tuple[str, str, list[Any]]:
     """One example: (question, target, [RGB image, colour depth image]) for the scene of ``seed``."""
     from PIL import Image
 
     from sifthinker.data.trajectory import normalize_boxes
     from sifthinker.depth import colorize, mean_depth
 
-    scene, obj = ground_scene(seed, width, height, alone)
+    scene, obj = ground_scene(seed, width, height, alone, crowd)
     (box,) = normalize_boxes([obj.box], width, height)
     area = {"bbox_2d": list(box), "depth": round(mean_depth(scene.depth, box), 3)}
     target = f"the {obj.name}: [{json.dumps(area, separators=(',', ':'))}]"
     return f"Where is the {obj.name}?", target, [Image.fromarray(scene.rgb), colorize(scene.depth)]
 
 
-def _batch(processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[str, Any]:
+def vlm_batch(processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[str, Any]:
     """Model inputs with labels on the target only (prompt and padding masked)."""
     from sifthinker.prompts import chat_messages
 
@@ -81,9 +85,14 @@ def _batch(processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[str,
     # Right padding: the target's labels then start at the prompt's length in every row.
     enc = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="right")
     labels = enc["input_ids"].clone()
+    # The prompt's token count: its text's, with each image's one pad token expanded by the processor to
+    # the image's merged patches (counted from the grid, so the images are not processed twice).
+    per_image = (enc["image_grid_thw"].prod(-1) // processor.image_processor.merge_size ** 2).tolist()
+    k = 0
     for i, prompt in enumerate(prompts):
-        # The prompt's token count is the text's up to the image pads, which the processor expands.
-        n = len(processor(text=[prompt], images=items[i][2], return_tensors="pt")["input_ids"][0])
+        n_images = len(items[i][2])
+        n = len(processor.tokenizer(prompt)["input_ids"]) + sum(per_image[k:k + n_images]) - n_images
+        k += n_images
         labels[i, :n] = -100
     labels[enc["attention_mask"] == 0] = -100
     enc["labels"] = labels
@@ -110,7 +119,7 @@ def grounding_pretrain(model: PreTrainedModel, processor: Any, steps: int, width
         for step in range(1, steps + 1):
             first = SEED_OFFSET + seed * 1_000_000 + (step - 1) * BATCH_SIZE
             alone = step <= alone_steps
-            enc = _batch(processor, [grounding_item(first + k, width, height, alone) for k in range(BATCH_SIZE)])
+            enc = vlm_batch(processor, [grounding_item(first + k, width, height, alone) for k in range(BATCH_SIZE)])
             out = model(**enc)
             step_fn(out.loss)
             if step % log_every == 0 or step == steps:

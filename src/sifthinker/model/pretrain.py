@@ -47,15 +47,25 @@ def copy_spans(texts: Sequence[list[str]], words: Sequence[str], rng: random.Ran
     return " ".join(rng.choice(words) if w.isalpha() and rng.random() < 0.5 else w for w in text[start:start + n])
 
 
-def optimizer_step(model: PreTrainedModel, lr: float, warmup: int, steps: int) -> Callable[[Any], None]:
-    """The pre-trainings' update: AdamW over the trainable parameters, gradients clipped to norm 1, linear
-    warm-up then linear decay to 5% over ``steps`` (a short run must end calm, not at peak rate). Returns a
-    function that takes one step on a loss."""
+def make_optimizer(model: PreTrainedModel, lr: float, warmup: int, steps: int) -> tuple[Any, Any, list[Any]]:
+    """The pre-trainings' AdamW over the trainable parameters and its schedule: linear warm-up then linear
+    decay to 5% over ``steps`` (a short run must end calm, not at peak rate). Returns (optimizer,
+    scheduler, parameters); the long base pre-training checkpoints the first two."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / steps))
+    return opt, sched, params
+
+
+def optimizer_step(model: PreTrainedModel, lr: float, warmup: int, steps: int,
+                   optim: tuple[Any, Any, list[Any]] | None = None) -> Callable[[Any], None]:
+    """The pre-trainings' update (:func:`make_optimizer`'s, or ``optim``'s), gradients clipped to norm 1.
+    Returns a function that takes one step on a loss."""
+    import torch
+
+    opt, sched, params = optim or make_optimizer(model, lr, warmup, steps)
 
     def step(loss: Any) -> None:
         loss.backward()
@@ -67,35 +77,50 @@ def optimizer_step(model: PreTrainedModel, lr: float, warmup: int, steps: int) -
     return step
 
 
+def copy_corpus(corpus: Sequence[str]) -> tuple[list[list[str]], list[str]]:
+    """The copy task's sentences (plain words of each corpus text) and its word list."""
+    texts = [ws for ws in ([w for w in t.split() if _plain(w)] for t in corpus) if ws]
+    words = sorted({w for ws in texts for w in ws if w.isalpha()})
+    if not words:
+        raise ValueError("copy pre-training needs a corpus with words in it")
+    return texts, words
+
+
+def copy_batch(tokenizer: PreTrainedTokenizerBase, texts: Sequence[list[str]], words: Sequence[str],
+               rng: random.Random, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+    """One batch of the copy task: ``span`` newline ``span`` per row, labels on the repeat only."""
+    import torch
+
+    pad = tokenizer.pad_token_id
+    seqs, labels = [], []
+    for _ in range(batch_size):
+        span = copy_spans(texts, words, rng)
+        first = tokenizer(span + "\n", add_special_tokens=False)["input_ids"]
+        again = tokenizer(span, add_special_tokens=False)["input_ids"]
+        seqs.append(first + again)
+        labels.append([-100] * len(first) + again)
+    width = max(map(len, seqs))
+    return {"input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
+            "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+            "labels": torch.tensor([s + [-100] * (width - len(s)) for s in labels])}
+
+
 def copy_pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus: Sequence[str],
                   steps: int, seed: int = 0, log_every: int = 50) -> float:
     """Train ``model`` in place to repeat corpus spans; returns the last step's token accuracy on the repeats."""
     import torch
 
-    texts = [ws for ws in ([w for w in t.split() if _plain(w)] for t in corpus) if ws]
-    words = sorted({w for ws in texts for w in ws if w.isalpha()})
-    if not words:
-        raise ValueError("copy pre-training needs a corpus with words in it")
+    texts, words = copy_corpus(corpus)
     rng = random.Random(seed)
     step_fn = optimizer_step(model, LEARNING_RATE, WARMUP, steps)
-    pad = tokenizer.pad_token_id
     model.train()
     accuracy, t0 = 0.0, time.monotonic()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for step in range(1, steps + 1):
-            seqs, labels = [], []
-            for _ in range(BATCH_SIZE):
-                span = copy_spans(texts, words, rng)
-                first = tokenizer(span + "\n", add_special_tokens=False)["input_ids"]
-                again = tokenizer(span, add_special_tokens=False)["input_ids"]
-                seqs.append(first + again)
-                labels.append([-100] * len(first) + again)
-            width = max(map(len, seqs))
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-            target = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
-            out = model(input_ids=ids, attention_mask=mask, labels=target)
+            batch = copy_batch(tokenizer, texts, words, rng)
+            target = batch["labels"]
+            out = model(**batch)
             step_fn(out.loss)
             if step % log_every == 0 or step == steps:
                 with torch.no_grad():
