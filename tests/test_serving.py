@@ -391,6 +391,9 @@ def test_openai_route_transport_errors(server):
     body["model"] = "someone-else"
     r = requests.post(url, json=body, timeout=60)
     assert r.status_code == 404 and "not served here" in r.json()["error"]["message"]
+    r = requests.post(url, json={"model": "someone-else", "messages": [{"role": "user", "content": "hi"}]},
+                      timeout=60)  # no image either: the wrong name is still the 404 docs/serving.md promises
+    assert r.status_code == 404 and "not served here" in r.json()["error"]["message"]
     import openai
 
     with pytest.raises(openai.BadRequestError, match=r"got 3 image\(s\)"):
