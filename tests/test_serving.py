@@ -449,6 +449,9 @@ def test_metrics_and_json_request_logs_without_payloads(server):
     assert any(ln["status"] == 400 and "unknown field" in ln["error"] for ln in chat)
     text = server.log.read_text()
     assert oa.encode_image(rgb)[:200] not in text and QUESTION not in text  # no payloads in the logs
+    # one line per request (ours): no uvicorn access line, no KServe timing lines, no misleading startup line
+    assert "uvicorn.access" not in text and "kserve.trace" not in text, text[-2000:]
+    assert "OpenAI endpoints not registered" not in text and "Uvicorn running on" in text
 
 
 def test_serve_cli_resolves_a_registry_alias_and_answers_to_one_set_of_names(tiny_model_dir, tmp_path):
