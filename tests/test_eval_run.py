@@ -486,7 +486,7 @@ def test_s3_data_from_a_moto_server(moto_s3, sif_data, env, tmp_path, monkeypatc
     (["run", "--benchmark", "sif-bench", "--data", "{data}", "--out", "{tmp}/o", "--model", "{tmp}"],
      ["is not a model folder"]),
     (["run", "--benchmark", "sif-bench", "--data", "{data}", "--out", "{tmp}/o", "--endpoint",
-      "http://127.0.0.1:9/v1"], ["cannot reach http://127.0.0.1:9/v1/models"]),
+      "http://127.0.0.1:9/v1"], ["cannot reach the endpoint", "refused", "http://127.0.0.1:9/v1/models"]),
     (["score", "--benchmark", "sif-bench", "--data", "{data}", "--out", "{tmp}/o", "--predictions", "{tmp}/p.jsonl"],
      ["no prediction for 5 of 6 item(s)"]),
 ])
