@@ -170,6 +170,22 @@ def test_a_malformed_recipe_file_fails_at_load_with_the_key_path(tmp_path):
         RunConfig.load(p)
 
 
+def test_a_recipe_with_several_mistakes_reports_all_of_them_at_once(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("colour: red\nsft: {learning_rate: -1, epochs: many, bogus: 1}\n"
+                 "eval: {max_new_tokens: 0}\ndata: {sources: [{source: synthetic, share: -1}, {share: x}]}\n")
+    with pytest.raises(ConfigError) as e:
+        RunConfig.load(p)
+    wanted = ["recipe: unknown key(s) ['colour']", "recipe.sft: unknown key(s) ['bogus']",
+              "recipe.sft.epochs: expected a number, got 'many'", "recipe.sft.learning_rate: must be > 0, got -1.0",
+              "recipe.eval.max_new_tokens: must be >= 1, got 0"]
+    for w in wanted:
+        assert sum(x.startswith(w) for x in e.value.problems) == 1, (w, e.value.problems)
+    assert any(x.startswith("recipe.data.sources[0]") for x in e.value.problems)
+    assert any(x.startswith("recipe.data.sources[1]") for x in e.value.problems)
+    assert str(e.value).startswith(f"{len(e.value.problems)} problems: recipe: unknown key(s) ['colour']")
+
+
 def test_validate_checks_a_config_changed_in_code():
     cfg = RunConfig()
     assert cfg.validate() is cfg

@@ -314,7 +314,7 @@ def test_endpoint_retries_5xx_and_timeouts_records_4xx_and_bounds_concurrency(en
     assert (m["n"], m["skipped"], m["overall"], m["category/left"]) == (5, 1, 1.0, 1.0)
     # the request: the full SIF prompt with both RGB images, then their depth images (the fake provider's)
     body = srv.bodies["q4"]
-    assert body["model"] == "stand-in-model" and body["temperature"] == 0 and body["max_tokens"] == 256
+    assert body["model"] == "stand-in-model" and body["temperature"] == 0 and body["max_tokens"] == 512
     parts = body["messages"][0]["content"]
     assert [p.get("text") for p in parts if p["type"] == "text"] == [
         "Original image 1: ", "\nOriginal image 2: ", "\nDepth image 1: ", "\nDepth image 2: ",
@@ -486,7 +486,7 @@ def test_s3_data_from_a_moto_server(moto_s3, sif_data, env, tmp_path, monkeypatc
     (["run", "--benchmark", "sif-bench", "--data", "{data}", "--out", "{tmp}/o", "--model", "{tmp}"],
      ["is not a model folder"]),
     (["run", "--benchmark", "sif-bench", "--data", "{data}", "--out", "{tmp}/o", "--endpoint",
-      "http://127.0.0.1:9/v1"], ["cannot reach http://127.0.0.1:9/v1/models"]),
+      "http://127.0.0.1:9/v1"], ["cannot reach the endpoint", "refused", "http://127.0.0.1:9/v1/models"]),
     (["score", "--benchmark", "sif-bench", "--data", "{data}", "--out", "{tmp}/o", "--predictions", "{tmp}/p.jsonl"],
      ["no prediction for 5 of 6 item(s)"]),
 ])

@@ -391,6 +391,9 @@ def test_openai_route_transport_errors(server):
     body["model"] = "someone-else"
     r = requests.post(url, json=body, timeout=60)
     assert r.status_code == 404 and "not served here" in r.json()["error"]["message"]
+    r = requests.post(url, json={"model": "someone-else", "messages": [{"role": "user", "content": "hi"}]},
+                      timeout=60)  # no image either: the wrong name is still the 404 docs/serving.md promises
+    assert r.status_code == 404 and "not served here" in r.json()["error"]["message"]
     import openai
 
     with pytest.raises(openai.BadRequestError, match=r"got 3 image\(s\)"):
@@ -446,6 +449,9 @@ def test_metrics_and_json_request_logs_without_payloads(server):
     assert any(ln["status"] == 400 and "unknown field" in ln["error"] for ln in chat)
     text = server.log.read_text()
     assert oa.encode_image(rgb)[:200] not in text and QUESTION not in text  # no payloads in the logs
+    # one line per request (ours): no uvicorn access line, no KServe timing lines, no misleading startup line
+    assert "uvicorn.access" not in text and "kserve.trace" not in text, text[-2000:]
+    assert "OpenAI endpoints not registered" not in text and "Uvicorn running on" in text
 
 
 def test_serve_cli_resolves_a_registry_alias_and_answers_to_one_set_of_names(tiny_model_dir, tmp_path):

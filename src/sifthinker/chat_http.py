@@ -7,8 +7,10 @@ concurrent retries do not stampede); any other 4xx is the item's fault and is ne
 from __future__ import annotations
 
 import random
+import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
@@ -26,6 +28,39 @@ def error_message(resp: requests.Response, limit: int = 300) -> str:
     except (ValueError, AttributeError):
         msg = resp.text
     return " ".join(str(msg).split())[:limit]
+
+
+def _causes(e: BaseException):
+    """The exception, its causes and the exceptions urllib3 carries in its arguments (it wraps the socket's)."""
+    seen, todo = set(), [e]
+    while todo:
+        x = todo.pop(0)
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        todo += [x.__cause__, x.__context__, getattr(x, "reason", None),
+                 *(a for a in getattr(x, "args", ()) if isinstance(a, BaseException))]
+
+
+def connection_problem(e: requests.RequestException, url: str) -> str:
+    """What went wrong reaching ``url``, in words a user can act on: refused, timed out, DNS failure or reset."""
+    host = urlsplit(url).netloc or url
+    chain = list(_causes(e))
+    if any(isinstance(x, socket.gaierror) or "NameResolutionError" in type(x).__name__
+           or "Name or service not known" in str(x) or "nodename nor servname" in str(x) for x in chain):
+        what = f"DNS lookup of {urlsplit(url).hostname or host!r} failed"
+    elif isinstance(e, requests.ReadTimeout):  # connected, then no answer
+        what = f"{host} did not answer in time"
+    elif isinstance(e, requests.Timeout) or any(isinstance(x, socket.timeout | TimeoutError) for x in chain):
+        what = f"connecting to {host} timed out"
+    elif any(isinstance(x, ConnectionRefusedError) for x in chain):
+        what = f"connection to {host} refused (is the server running on that port?)"
+    elif any(isinstance(x, ConnectionResetError) for x in chain):
+        what = f"connection to {host} reset by the server"
+    else:
+        what = f"cannot connect to {host} ({type(e).__name__})"
+    return f"{what}: {url}"
 
 
 @dataclass
@@ -51,7 +86,7 @@ def post_chat(session: requests.Session, url: str, body: dict, *, timeout_s: flo
             last = f"no answer within {timeout_s:g}s"
             continue
         except requests.ConnectionError as e:
-            last = f"connection error ({type(e).__name__})"
+            last = connection_problem(e, url)
             continue
         if resp.status_code >= 500 or resp.status_code in RETRY_STATUS:
             last = f"HTTP {resp.status_code}: {error_message(resp)}"

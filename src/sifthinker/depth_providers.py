@@ -18,6 +18,7 @@ the images depend on, so prediction caches can tell providers apart.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -70,9 +71,53 @@ def _pipeline_device(device: str) -> int | str:
     return device  # "cuda", "cuda:1", ...
 
 
+NO_WEIGHTS_HINT = ("download them where the hub is reachable (they land in the Hugging Face cache), point "
+                   "depth.model at a local folder, or build with --depth gt (the source's own depth maps) or "
+                   "--depth colour (decode <image>_d.png colour depth images)")
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached now (one quick request), or None when it answers."""
+    import requests
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        requests.head(endpoint, timeout=5, allow_redirects=False)
+    except requests.RequestException as e:
+        from sifthinker.chat_http import connection_problem
+
+        return connection_problem(e, endpoint)
+    return None
+
+
+def check_dav2_weights(model: str, revision: str | None = None) -> None:
+    """Fail at once, with what to do instead, when hub weights are neither cached nor downloadable.
+
+    transformers would otherwise retry the hub for about a minute, warning on every try, before one
+    error line that names no way out. A local folder and cached hub weights pass without a request."""
+    if Path(model).expanduser().exists() or len(Path(model).parts) != 2 or "://" in model:
+        return  # a local folder (or a name transformers will reject on its own, quickly)
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):
+        return
+    why = "the hub is offline (HF_HUB_OFFLINE=1)" if _hub_offline() else _hub_unreachable()
+    if why is not None and not why.startswith("the hub"):
+        why = f"the hub cannot be reached ({why})"
+    if why is not None:
+        raise OSError(f"Depth-Anything-V2 weights {model!r} (depth.model) are not in the local Hugging Face "
+                      f"cache and {why}: {NO_WEIGHTS_HINT}")
+
+
 def _load_dav2(model: str, device: str, revision: str | None = None, batch_size: int = 8):
     from sifthinker.depth import DepthAnythingV2
 
+    check_dav2_weights(model, revision)
     try:
         return DepthAnythingV2(model, device=_pipeline_device(device), revision=revision, batch_size=batch_size)
     except OSError as e:  # transformers says "not a valid model identifier" etc. at length

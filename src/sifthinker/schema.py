@@ -30,7 +30,21 @@ def doc_field(default: Any = dataclasses.MISSING, help: str = "", *, factory: An
 
 
 class ConfigError(ValueError):
-    """A recipe that cannot be loaded; the message names the offending key."""
+    """A recipe that cannot be loaded; the message names the offending key, or every one of them.
+
+    ``problems`` lists each mistake on its own (one ``recipe.key: what is wrong`` each), so a recipe with
+    several mistakes is fixed in one round, not one error at a time."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        """One error for all ``problems`` (each kept as it is when there is just one)."""
+        if len(problems) == 1:
+            return cls(problems[0])
+        return cls(f"{len(problems)} problems: " + "; ".join(problems), problems)
 
 
 def read_yaml(p: Path) -> Any:
@@ -83,12 +97,22 @@ def _check_value(v: Any, rules: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: must be {rules['pattern'][1]}, got {v!r}")
 
 
-def _check_fields(obj: Any, where: str) -> None:
-    """Enforce every field's metadata constraints on a built section (defaults included)."""
+def _field_problems(obj: Any, where: str, skip: set[str] = frozenset()) -> list[str]:
+    """Every field's metadata constraints on a built section (defaults included), all problems found."""
+    problems: list[str] = []
     for f in dataclasses.fields(obj):
-        v, rules, here = getattr(obj, f.name), f.metadata, f"{where}.{f.name}"
-        if v is None:
-            continue  # an optional field left out
+        if f.name in skip:
+            continue
+        try:
+            _check_field(obj, f, where)
+        except ConfigError as e:
+            problems += e.problems
+    return problems
+
+
+def _check_field(obj: Any, f: dataclasses.Field, where: str) -> None:
+    v, rules, here = getattr(obj, f.name), f.metadata, f"{where}.{f.name}"
+    if v is not None:  # None: an optional field left out
         if "ge_field" in rules and v < getattr(obj, rules["ge_field"]):
             other = rules["ge_field"]
             raise ConfigError(f"{here}: must be >= {where.removeprefix('recipe.')}.{other} "
@@ -130,21 +154,41 @@ def build(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         hints = typing.get_type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp)}
+        problems: list[str] = []  # every mistake of the section, not only the first
         unknown = sorted(set(value) - names)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-        kwargs = {k: build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+            problems.append(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        kwargs, failed = {}, set()
+        for k, v in value.items():
+            if k in names:
+                try:
+                    kwargs[k] = build(hints[k], v, f"{where}.{k}")
+                except ConfigError as e:
+                    problems += e.problems
+                    failed.add(k)
         try:
-            obj = tp(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"{where}: {e}") from e
-        _check_fields(obj, where)
+            obj = tp(**kwargs)  # failed keys take their defaults, so the other keys are still checked
+        except TypeError as e:  # a required key missing (or one that failed, then not a second problem)
+            raise ConfigError.of(problems if failed else [*problems, f"{where}: {e}"]) from e
+        except ConfigError as e:  # a section's own cross-key check, unreliable once a key took its default
+            raise ConfigError.of(problems if failed else [*problems, *e.problems]) from e
+        problems += _field_problems(obj, where, skip=failed)
+        if problems:
+            raise ConfigError.of(problems)
         return obj
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list")
         (a,) = typing.get_args(tp)
-        return [build(a, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        built, problems = [], []
+        for i, v in enumerate(value):
+            try:
+                built.append(build(a, v, f"{where}[{i}]"))
+            except ConfigError as e:
+                problems += e.problems
+        if problems:
+            raise ConfigError.of(problems)
+        return built
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping")

@@ -36,11 +36,36 @@ class NarrationError(RuntimeError):
 MAX_RESTATED_CHARS = 200
 
 
+def _plural(name: str) -> str:
+    """English plural of an object name ("red square" -> "red squares", "box" -> "boxes"); a name that
+    already reads as a plural ("framed squares", from a counting question) stays as it is."""
+    head, _, last = name.rpartition(" ")
+    low = last.lower()
+    if low.endswith("s") and not low.endswith(("ss", "us", "is")):
+        return name
+    if low.endswith(("s", "x", "z", "ch", "sh")):
+        last += "es"
+    elif low.endswith("y") and low[-2:-1] not in ("", *"aeiou"):
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return f"{head} {last}" if head else last
+
+
 def _join(names: list[str]) -> str:
-    uniq = list(dict.fromkeys(names))
-    if len(uniq) <= 1:
-        return f"the {uniq[0]}" if uniq else "the evidence"
-    return "the " + ", the ".join(uniq[:-1]) + f" and the {uniq[-1]}"
+    """The evidence named once each, a repeated name with its count: "the 2 red squares and the blue circle"."""
+    counts = dict.fromkeys(names, 0)
+    for n in names:
+        counts[n] += 1
+    parts = [f"the {n}" if c == 1 else f"the {c} {_plural(n)}" for n, c in counts.items()]
+    if not parts:
+        return "the evidence"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+def _is_many(names: list[str]) -> bool:
+    """Whether the evidence reads as plural: several objects, or one name that is a plural itself."""
+    return len(names) != 1 or _plural(names[0]) == names[0]
 
 
 def _num(d: float) -> str:
@@ -69,7 +94,8 @@ class TemplateNarrator:
             elif step.kind == "distractor":
                 texts.append(f"This region does not contain {targets}, so I move my focus.")
             elif step.kind == "merged":
-                texts.append(f"This region covers {targets} together.")
+                together = " together" if len(item.evidence_names) > 1 else ""
+                texts.append(f"This region covers {targets}{together}.")
             elif step.kind == "expanded":
                 texts.append(f"Zooming in around {targets}, at depth about {depth}.")
             elif step.kind == "gt":
@@ -90,11 +116,11 @@ class TemplateNarrator:
         names = item.evidence_names
         if item.category == "counting":
             n = len(names)
-            return f"Here {'is' if n == 1 else 'are'} {_join(names)}: I count {n}; so the answer is {item.answer}."
+            return f"Here {'are' if _is_many(names) else 'is'} {_join(names)}: I count {n}; so the answer is {item.answer}."
         if len(names) != len(step.depths):  # evidence merged into fewer boxes: no per-object depth
             depth = ", ".join(_num(d) for d in step.depths)
-            return f"Here {'is' if len(names) == 1 else 'are'} {_join(names)}, at depth {depth}; " \
+            return f"Here {'are' if _is_many(names) else 'is'} {_join(names)}, at depth {depth}; " \
                    f"so the answer is {item.answer}."
         located = [f"the {n} at depth {_num(d)}" for n, d in zip(names, step.depths, strict=True)]
         listing = located[0] if len(located) == 1 else ", ".join(located[:-1]) + f" and {located[-1]}"
-        return f"Here {'is' if len(names) == 1 else 'are'} {listing}; so the answer is {item.answer}."
+        return f"Here {'are' if _is_many(names) else 'is'} {listing}; so the answer is {item.answer}."

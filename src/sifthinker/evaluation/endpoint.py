@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from sifthinker.chat_http import error_message, post_chat
+from sifthinker.chat_http import connection_problem, error_message, post_chat
 from sifthinker.evaluation.inputs import EvalRequest, ItemError, Outcome
 from sifthinker.prompts import chat_messages
 
@@ -81,7 +81,7 @@ class EndpointGenerator:
             try:
                 resp = self._session().get(url, timeout=min(self.timeout_s, 30.0))
             except requests.RequestException as e:
-                raise EndpointError(f"cannot reach {url}: {type(e).__name__}") from e
+                raise EndpointError(f"cannot reach the endpoint: {connection_problem(e, url)}") from e
             if resp.status_code != 200:
                 raise EndpointError(f"GET {url} answered {resp.status_code}: {error_message(resp)} (pass the model name)")
             try:

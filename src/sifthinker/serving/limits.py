@@ -32,7 +32,7 @@ class Limits:
     max_tokens_limit: int = 4096
     request_timeout_s: float = 300.0
     image_url_allow: tuple[str, ...] = ()
-    default_max_tokens: int = 256
+    default_max_tokens: int = 512  # serving.max_new_tokens overrides it
 
     @classmethod
     def from_config(cls, serving: Any, default_max_tokens: int | None = None) -> Limits:

@@ -73,7 +73,10 @@ def add_routes(app: FastAPI, service: Service) -> None:
     @_guarded(openai_style=True)
     async def chat_completions(request: Request):
         info = _info(request)
-        ask = oa.parse_chat_request(parse_json(await _body(request)), limits)
+        body = parse_json(await _body(request))
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            service.check_model(body["model"])  # a wrong name is a 404 before any other complaint (no images...)
+        ask = oa.parse_chat_request(body, limits)
         service.check_model(ask.model)
         info["model"] = service.name
         if ask.stream:

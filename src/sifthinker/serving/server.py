@@ -161,6 +161,34 @@ def _access_logging() -> None:
         logger.propagate = False
 
 
+# KServe's startup lines about endpoints it did not add: ours serve /openai/v1, so "OpenAI endpoints not
+# registered" (true of KServe's own, which need vLLM) misleads; no model here has time-series endpoints.
+_MISLEADING = ("OpenAI endpoints not registered", "Time series endpoints not registered")
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
+
+
+def _not_misleading(record: logging.LogRecord) -> bool:
+    return record.getMessage() not in _MISLEADING
+
+
+def _quiet_kserve_logs() -> None:
+    """One log line per request (ours, JSON), not four: uvicorn's access line and KServe's two timing lines
+    (wall and CPU) repeat what it holds. Filters on the loggers, because uvicorn and KServe reconfigure
+    levels and handlers when they start; ``sifthinker -v`` (DEBUG) keeps everything."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in ("uvicorn.access", "kserve.trace"):
+        logger = logging.getLogger(name)
+        if _drop not in logger.filters:
+            logger.addFilter(_drop)
+    kserve_logger = logging.getLogger("kserve")
+    if _not_misleading not in kserve_logger.filters:
+        kserve_logger.addFilter(_not_misleading)
+
+
 def build_service(cfg: RunConfig, model_dir: str | Path | None, name: str, aliases: tuple[str, ...] = (),
                   max_new_tokens: int | None = None, predictor_url: str | None = None,
                   predictor_model: str | None = None) -> Service:
@@ -204,6 +232,7 @@ def serve(
     model = SifthinkerModel(name, service)
     model.load()
     _access_logging()
+    _quiet_kserve_logs()
     add_routes(model_server.app, service)
     model_server.app.add_middleware(Guard, max_body_bytes=service.limits.max_body_bytes, metrics=Metrics.get())
     server = _ModelServer(host=host, service=service, http_port=port or cfg.serving.port, enable_docs_url=False)
