@@ -12,10 +12,10 @@
 Only :func:`register_model` creates a tracking store; the other functions raise :class:`RegistryError`
 (one line naming the store) for a missing sqlite file, an unreachable server or a failing store.
 
-Tags on a model version, only what MLflow has no field for: ``recipe``, ``data_fingerprint`` (the
-training data's hash), ``pipeline_run``, and after a promotion ``previous.<alias>`` (the version that held
-the alias before, or ``none``). Versions registered before logged models carry ``metric.<name>`` tags
-instead; :func:`version_metrics` reads either. The registered model gets ``last_promotion.<alias>`` = ``"<old> -> <new>"``.
+Model version tags, only what MLflow has no field for: ``recipe``, ``data_fingerprint`` (the training data's
+hash), ``pipeline_run``, after a promotion ``previous.<alias>`` (the alias's former version, or ``none``).
+Older versions carry ``metric.<name>`` tags instead; :func:`version_metrics` reads either. The registered
+model gets ``last_promotion.<alias>`` = ``"<old> -> <new>"``.
 """
 
 from __future__ import annotations
@@ -36,13 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sifthinker import s3_endpoint
 from sifthinker.config import RunConfig
 from sifthinker.lineage import dir_hash, flatten
-from sifthinker.logged_models import (
-    link_metrics,
-    model_metrics,
-    version_metrics,
-)
+from sifthinker.logged_models import link_metrics, model_metrics, version_metrics
 from sifthinker.names import Env, Stage
 
 log = logging.getLogger(__name__)
@@ -88,8 +85,6 @@ def _client(tracking_uri: str, create: bool = False):
     elif tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
-
-    from sifthinker import s3_endpoint
 
     s3_endpoint.export_for_mlflow()  # MLflow's S3 artifact client: the same endpoint as every other reader
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
