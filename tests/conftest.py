@@ -46,3 +46,18 @@ def bad_recipes(tmp_path) -> dict[str, tuple[Path, str]]:
     unknown.write_text("data:\n  num_trian: 5\n")
     return {"malformed": (malformed, "malformed.yaml:"), "negative": (negative, "recipe.data.num_train"),
             "unknown": (unknown, "num_trian"), "missing": (tmp_path / "nope.yaml", "nope.yaml")}
+
+
+@pytest.fixture
+def no_ambient_aws(monkeypatch, tmp_path):
+    """A step pod's view of AWS, shared by the cluster-YAML and S3-endpoint tests: only what the pod's environment
+    says, no AWS variables, config files or instance metadata."""
+    import os
+
+    for k in list(os.environ):
+        if k.startswith(("AWS_", "MLFLOW_S3_")):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch

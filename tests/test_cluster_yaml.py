@@ -133,20 +133,6 @@ def compiled(tmp_path_factory) -> dict[str, tuple[RunConfig, ClusterYaml]]:
     return out
 
 
-@pytest.fixture
-def no_ambient_aws(monkeypatch, tmp_path):
-    """Only what the pod's environment says: no AWS variables, config files or instance metadata."""
-    import os
-
-    for k in list(os.environ):
-        if k.startswith(("AWS_", "MLFLOW_S3_")):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return monkeypatch
-
-
 def test_there_are_cluster_recipes():
     names = {p.stem for p in cluster_recipes()}
     assert {"qwen2.5-vl-7b-8gpu", "qwen2.5-vl-7b-2x8gpu", "qwen2.5-vl-3b-1gpu"} <= names

@@ -39,14 +39,9 @@ def site_secrets(endpoint: str | None) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture
-def pod(moto_s3, monkeypatch, tmp_path, cfg):
+def pod(moto_s3, no_ambient_aws, cfg):
     """The evaluate step's environment from MinIO-style secrets, and nothing else AWS-related."""
-    for k in list(os.environ):
-        if k.startswith(("AWS_", "MLFLOW_S3_")):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch = no_ambient_aws
     import boto3
 
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
