@@ -349,9 +349,9 @@ def _image_key(body: dict) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
-def test_kill_midway_then_rerun_resumes_with_the_same_metrics(sif_data, env, tmp_path):
-    """`sifthinker eval run` in a subprocess against a slow stand-in endpoint, killed (SIGKILL) once some
-    items are cached; the rerun asks only for the rest and ends with an uninterrupted run's metrics."""
+def half_right_endpoint(sif_data: Path) -> StandInOpenAI:
+    """A slow (0.4 s a request) stand-in endpoint that answers every other item right: the kill-and-rerun
+    tests need requests in flight when the signal comes."""
     from sifthinker.serving.openai_api import data_url
 
     recs = json.loads((sif_data / "records.json").read_text())
@@ -359,7 +359,14 @@ def test_kill_midway_then_rerun_resumes_with_the_same_metrics(sif_data, env, tmp
               for r in recs}
     refs = references(sif_data)
     answer = {rid: (refs[rid] if i % 2 == 0 else "I am not sure.") for i, rid in enumerate(refs)}
-    srv = StandInOpenAI(lambda body: key_of[_image_key(body)], answer.__getitem__, delay=0.4)
+    return StandInOpenAI(lambda body: key_of[_image_key(body)], answer.__getitem__, delay=0.4)
+
+
+def test_kill_midway_then_rerun_resumes_with_the_same_metrics(sif_data, env, tmp_path):
+    """`sifthinker eval run` in a subprocess against a slow stand-in endpoint, killed (SIGKILL) once some
+    items are cached; the rerun asks only for the rest and ends with an uninterrupted run's metrics."""
+    srv = half_right_endpoint(sif_data)
+    refs = references(sif_data)
     recipe = tmp_path / "serial.yaml"
     recipe.write_text(env.read_text().replace("concurrency: 3", "concurrency: 1"))
     args = [sys.executable, "-m", "sifthinker.cli", "eval", "run", "--benchmark", "sif-bench", "--data",

@@ -4,7 +4,6 @@ no worker process behind, and the same command then resumes and ends as an unint
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -14,9 +13,8 @@ import time
 from pathlib import Path
 
 import psutil
-from PIL import Image
 from test_data_build import _cli, done, snapshot
-from test_eval_run import StandInOpenAI, _image_key, env, metrics_of, references, sif_data  # noqa: F401 (fixtures)
+from test_eval_run import env, half_right_endpoint, metrics_of, sif_data  # noqa: F401 (fixtures)
 
 from sifthinker.cli.signals import TERMINATED_EXIT_CODE
 
@@ -60,14 +58,7 @@ def test_sigterm_stops_the_data_build_cleanly_and_the_rerun_resumes(tmp_path):
 
 
 def test_sigterm_stops_eval_run_cleanly_and_the_rerun_resumes(sif_data, env, tmp_path):  # noqa: F811
-    from sifthinker.serving.openai_api import data_url
-
-    recs = json.loads((sif_data / "records.json").read_text())
-    key_of = {hashlib.sha256(data_url(Image.open(sif_data / r["image"]).convert("RGB")).encode()).hexdigest(): r["id"]
-              for r in recs}
-    refs = references(sif_data)
-    answer = {rid: (refs[rid] if i % 2 == 0 else "I am not sure.") for i, rid in enumerate(refs)}
-    srv = StandInOpenAI(lambda body: key_of[_image_key(body)], answer.__getitem__, delay=0.4)
+    srv = half_right_endpoint(sif_data)
     args = [sys.executable, "-m", "sifthinker.cli", "eval", "run", "--benchmark", "sif-bench", "--data",
             str(sif_data), "--endpoint", srv.url, "--recipe", str(env)]  # concurrency 3: requests in flight
     try:
