@@ -11,6 +11,7 @@ DeepSpeed builds its ``deepspeed_shm_comm`` extension on first use (~40 s on thi
 cached in ``work/torch_extensions`` (git-ignored) unless ``TORCH_EXTENSIONS_DIR`` says otherwise.
 """
 
+# ruff: noqa: F811 (tests take the fixtures imported from test_training as parameters)
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,7 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("deepspeed")
 
-from test_training import make_cfg, make_records  # noqa: E402
+from test_training import base_model, data_dir, make_cfg  # noqa: E402,F401 (fixtures shared with test_training)
 
 from sifthinker.config import LoraConfig  # noqa: E402
 from sifthinker.model import load_model  # noqa: E402
@@ -49,22 +50,6 @@ def _env(monkeypatch):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR",
                                                               str(REPO / "work" / "torch_extensions")))
     monkeypatch.setenv("SIFTHINKER_TORCH_THREADS", "1")  # two ranks on two cores
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ds-data")
-    make_records(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def base_model(data_dir, tmp_path_factory) -> Path:
-    from sifthinker.model import build_tiny_model, corpus_from_records
-    from sifthinker.training.datasets import load_records
-
-    root = tmp_path_factory.mktemp("ds-base")
-    return build_tiny_model(make_cfg(root), root / "model", list(corpus_from_records(load_records(data_dir))))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ thread, in its own process; the signal goes to that process only (what the kubel
 main process; under torchrun the agent forwards it to every rank).
 """
 
+# ruff: noqa: F811 (tests take the fixtures imported from test_training as parameters)
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ import pytest
 
 pytest.importorskip("trl")
 
-from test_training import make_cfg, make_records  # noqa: E402
+from test_training import base_model, data_dir, make_cfg  # noqa: E402,F401 (fixtures shared with test_training)
 
 from sifthinker.training.checkpoints import MARKER  # noqa: E402
 from sifthinker.training.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
@@ -32,22 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 # than `make test`'s budget allows. `make test-faults` runs them.
 FAULTS = pytest.mark.skipif(os.environ.get("SIFTHINKER_FAULT_TESTS") != "1",
                             reason="heavy fault test (trains in subprocesses, minutes): run `make test-faults`")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("preempt-data")
-    make_records(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def base_model(data_dir, tmp_path_factory) -> Path:
-    from sifthinker.model import build_tiny_model, corpus_from_records
-    from sifthinker.training.datasets import load_records
-
-    root = tmp_path_factory.mktemp("preempt-base")
-    return build_tiny_model(make_cfg(root), root / "base", list(corpus_from_records(load_records(data_dir))))
 
 
 def _env() -> dict[str, str]:
