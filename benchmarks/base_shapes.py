@@ -21,7 +21,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from sifthinker.config import RunConfig  # noqa: E402
+from sifthinker.config.run_config import RunConfig  # noqa: E402
 from sifthinker.model.base_pretrain import step_items  # noqa: E402
 from sifthinker.model.ground_pretrain import vlm_batch  # noqa: E402
 from sifthinker.model.loading import load_model  # noqa: E402

@@ -10,11 +10,11 @@ Usage: PYTHONPATH=src python benchmarks/data_build.py [--num 300] [--images 12] 
    - a folder of real-layout images: 640x480 JPEGs named by a jsonl file (the users' format), with float
      depth maps (``--depth gt``), and again decoding their colour depth PNGs (``--depth colour``).
 2. Decode of 640x480 colour depth images rendered as Depth-Anything-V2 renders them: the lookup table
-   (``sifthinker.depth.ColourDepthDecoder``) against the original method, the nearest palette colour of
+   (``sifthinker.method.depth.ColourDepthDecoder``) against the original method, the nearest palette colour of
    every pixel by a KD-tree (scipy), without and with reading the PNG; the decode error against the true
    float map.
 3. The trajectory on ``--cases`` random GT sets: how often the distractor overlaps the next frame (the
-   original re-implemented in tests/reference_original_sif.py; our former GT-anchored rule; ours), and
+   original re-implemented in tests/data/reference_original_sif.py; our former GT-anchored rule; ours), and
    the mean area ratio of the expanded frame to the GT under the original step (D2) and the margin step.
 """
 
@@ -50,7 +50,7 @@ from sifthinker.data.trajectory import (  # noqa: E402
     place_distractor,
     reverse_expand,
 )
-from sifthinker.depth import ColourDepthDecoder, colorize, spectral_palette  # noqa: E402
+from sifthinker.method.depth import ColourDepthDecoder, colorize, spectral_palette  # noqa: E402
 from sifthinker.scenes import generate_scene  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

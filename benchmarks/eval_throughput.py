@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.data.build import build_dataset, load_records
 from sifthinker.evaluation.generators import ModelGenerator
 from sifthinker.evaluation.run import run_benchmark

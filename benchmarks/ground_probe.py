@@ -24,9 +24,9 @@ import logging  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from sifthinker.areas import read_areas  # noqa: E402
-from sifthinker.config import RunConfig  # noqa: E402
-from sifthinker.geometry import box_iou  # noqa: E402
+from sifthinker.config.run_config import RunConfig  # noqa: E402
+from sifthinker.method.areas import read_areas  # noqa: E402
+from sifthinker.method.geometry import box_iou  # noqa: E402
 from sifthinker.model import GenRequest, generate, load_model  # noqa: E402
 from sifthinker.model.ground_pretrain import grounding_item, grounding_pretrain  # noqa: E402
 from sifthinker.model.tiny import build_tiny_model  # noqa: E402

@@ -28,11 +28,11 @@ from pathlib import Path  # noqa: E402
 
 from PIL import Image  # noqa: E402
 
-from sifthinker.config import RunConfig  # noqa: E402
+from sifthinker.config.run_config import RunConfig  # noqa: E402
 from sifthinker.data.build import SyntheticSource, build_records  # noqa: E402
 from sifthinker.evaluation.metrics import score_predictions  # noqa: E402
 from sifthinker.model import GenRequest, ensure_base_model, generate, load_model  # noqa: E402
-from sifthinker.rewards import box_reward  # noqa: E402
+from sifthinker.rewards.reward_funcs import box_reward  # noqa: E402
 from sifthinker.scenes.model import COLORS, SHAPES  # noqa: E402
 from sifthinker.training.grpo import run_grpo  # noqa: E402
 from sifthinker.training.sft import run_sft  # noqa: E402

@@ -46,7 +46,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def tiny_model(root: Path) -> Path:
-    from sifthinker.config import RunConfig
+    from sifthinker.config.run_config import RunConfig
     from sifthinker.model import build_tiny_model
 
     corpus = ['<think><area>[{"bbox_2d":[0,0,1,1],"depth":0.5}]</area><text>the whole image</text></think>'
@@ -56,7 +56,7 @@ def tiny_model(root: Path) -> Path:
 
 def direct_generator(model_dir: Path, max_tokens: int):
     """A function timing one `generate` call for one request, in this process (images decoded up front)."""
-    from sifthinker.config import RunConfig
+    from sifthinker.config.run_config import RunConfig
     from sifthinker.model import GenRequest, generate, load_model
 
     model, processor = load_model(model_dir, RunConfig.load(REPO / "recipes" / "local.yaml"))

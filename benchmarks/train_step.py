@@ -24,7 +24,7 @@ compared with the measured step. Prints a markdown table for docs/benchmarks.md.
 ``--zero`` times the same steps again under DeepSpeed ZeRO-3 with the recipes' config
 (``images/deepspeed/zero3.json``, adapted to the CPU by the code every run uses) in one process (world size
 1, gloo, ``DS_ACCELERATOR=cpu``): the engine's own cost per step next to the plain row (on one process
-ZeRO shards nothing; the 2-process runs are in tests/test_deepspeed.py).
+ZeRO shards nothing; the 2-process runs are in tests/training/test_deepspeed.py).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.data.build import build_dataset, load_records
 from sifthinker.model import build_tiny_model, corpus_from_records
 from sifthinker.model.loading import load_model

@@ -6,7 +6,7 @@ task's image from the run config (``cfg.platform.image`` / ``cfg.platform.gpu_im
 install the ``sifthinker[platform]`` package, which pins kfp, so no step pip-installs at start.
 """
 
-from sifthinker.config import PlatformConfig
+from sifthinker.config.platform_config import PlatformConfig
 
 BASE_IMAGE = PlatformConfig().image
 COMPONENT_OPTIONS = {"base_image": BASE_IMAGE, "install_kfp_package": False}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Env
-from sifthinker.stages import recipe_parameter
+from sifthinker.runtime.stages import recipe_parameter
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@
 
 For each overlay: ``kubectl kustomize`` renders it; built-in kinds are validated with kubernetes-validate
 (strict: unknown fields are errors) for Kubernetes ``K8S_VERSION``; custom resources (InferenceService,
-ServingRuntime, ClusterTrainingRuntime, ...) against their CRD schemas in ``$CRD_DIR`` (sifthinker.k8s;
+ServingRuntime, ClusterTrainingRuntime, ...) against their CRD schemas in ``$CRD_DIR`` (sifthinker.cluster.crds;
 skipped, saying so, without it); then the house policy (:func:`policy_violations`). Exit status 1 lists
 every violation of every overlay.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sifthinker import k8s
+from sifthinker.cluster import crds
 
 HERE = Path(__file__).resolve().parent
 K8S_VERSION = "1.32.0"  # the oldest Kubernetes the manifests target (Kubeflow Trainer and KServe need >= 1.31)
@@ -49,7 +49,7 @@ def render(overlay: Path) -> list[dict]:
     out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {overlay} failed: {out.stderr.strip()}")
-    return k8s.load_documents(out.stdout)
+    return crds.load_documents(out.stdout)
 
 
 def _name(doc: dict) -> str:
@@ -113,12 +113,12 @@ def core_violations(docs: list[dict], version: str = K8S_VERSION) -> tuple[list[
 
 
 def crd_violations(docs: list[dict], crd_dir: Path) -> tuple[list[str], int]:
-    known = set(k8s.known_kinds(crd_dir))
+    known = set(crds.known_kinds(crd_dir))
     probs, n = [], 0
     for doc in docs:
         if (doc.get("apiVersion"), doc.get("kind")) in known:
             n += 1
-            probs += [f"{_name(doc)}: {p}" for p in k8s.violations(doc, crd_dir)]
+            probs += [f"{_name(doc)}: {p}" for p in crds.violations(doc, crd_dir)]
     return probs, n
 
 
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overlays", nargs="*", type=Path, help="overlay folders (default: manifests/overlays/*)")
     a = p.parse_args(argv)
     overlays = a.overlays or sorted(d for d in (HERE / "overlays").iterdir() if (d / "kustomization.yaml").is_file())
-    crd_dir = k8s.crd_dir()
+    crd_dir = crds.crd_dir()
     if crd_dir is None:
         print("CRD_DIR is not set: custom resources are checked by policy only, not against their CRD schemas")
     failed = 0

@@ -136,7 +136,7 @@ def run(recipe: Path, pipeline_root: Path | None, as_json: bool, runner: str, en
     """Run the whole pipeline locally (kfp.local: one subprocess or one container per step); exit 1 when the
     gate fails."""
     from pipelines.run import run_local, run_pipeline_in_containers
-    from sifthinker.console import watch
+    from sifthinker.runtime.console import watch
 
     cfg = load_recipe(recipe)
     bad = [e for e in envs if "=" not in e or not e.split("=", 1)[0]]
@@ -172,8 +172,8 @@ def demo(recipe: Path, port: int | None) -> None:
     work directory (`sifthinker -v demo` shows everything).
     """
     from pipelines.run import run_local
-    from sifthinker.console import watch
-    from sifthinker.demo import run_demo
+    from sifthinker.cli.demo import run_demo
+    from sifthinker.runtime.console import watch
 
     cfg = load_recipe(recipe)
     with watch(cfg.path("logs"), _log_name("demo"), verbose=verbose()) as (console, _, log_path):

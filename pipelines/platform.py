@@ -5,14 +5,14 @@ plain environment (``platform.env``) and the workspace PVC (``platform.workspace
 ``/workspace`` and made the work directory).
 
 Secrets (``platform.secrets``) as environment variables, least privilege: each step gets only the keys
-of the services it uses (``sifthinker.step_access``: s3:// data, benchmarks or checkpoints, MLflow, the
+of the services it uses (``sifthinker.cluster.step_access``: s3:// data, benchmarks or checkpoints, MLflow, the
 model hub), required keys in one ``secretAsEnv`` entry and optional ones (the S3 endpoint, a session
 token, a login, the hub token) in a second entry marked ``optional`` (kfp-kubernetes 2.17's flag; the KFP
 driver sets ``optional`` on each key's ``secretKeyRef``, so a secret without the key still starts the pod).
 A step that uses none of a secret's services does not get the secret at all.
 
 Every step asks for CPU and memory: a step without GPUs from ``platform.requests`` over its default
-(``sifthinker.step_access.step_requests``; build-data one CPU per build worker), a training step from
+(``sifthinker.cluster.step_access.step_requests``; build-data one CPU per build worker), a training step from
 ``platform.gpu``, an evaluate step from ``eval.resources`` (one benchmark's generation, not training's
 node), with ``eval.parallelism`` benchmarks at once (the ParallelFor's limit, see
 ``pipelines/sifthinker_pipeline.py``); :func:`check_eval_budget` keeps that within training's GPUs.
@@ -23,7 +23,7 @@ tolerations and a memory-backed emptyDir at ``/dev/shm`` of ``gpu.shm_size`` (th
 64 MiB default breaks NCCL and multi-worker data loading).
 
 With a TrainJob (``platform.nodes > 1`` or ``platform.train_job.enabled``) sft and grpo-sif train in
-the TrainJob's pods (sifthinker.trainjob): their own steps only submit and wait, so they run on the CPU
+the TrainJob's pods (sifthinker.training.trainjob): their own steps only submit and wait, so they run on the CPU
 image without GPUs, holding no accelerator while they wait.
 
 ``STEP_POLICY`` is each step's retries and caching (:func:`apply_policy`): steps whose failures are
@@ -43,9 +43,11 @@ import dataclasses
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from sifthinker.config import ConfigError, GPUConfig, RunConfig
+from sifthinker.cluster.step_access import eval_gpu_budget, secret_bindings, step_access, step_requests
+from sifthinker.config.platform_config import GPUConfig
+from sifthinker.config.run_config import RunConfig
+from sifthinker.config.schema import ConfigError
 from sifthinker.names import STAGES, TRAINING_STAGES, WORKSPACE_MOUNT, Env, Stage
-from sifthinker.step_access import eval_gpu_budget, secret_bindings, step_access, step_requests
 
 SHM_VOLUME = "dshm"
 SHM_MOUNT = "/dev/shm"
@@ -102,7 +104,7 @@ def apply_platform(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTas
 
 
 def apply_secrets(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTask:
-    """The step's secret keys (``sifthinker.step_access.secret_bindings``): per secret, the required keys in
+    """The step's secret keys (``sifthinker.cluster.step_access.secret_bindings``): per secret, the required keys in
     one entry, the optional keys in another marked optional."""
     by_secret: dict[tuple[str, bool], dict[str, str]] = {}
     for b in secret_bindings(cfg, step):

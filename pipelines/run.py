@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import STAGES, Env
-from sifthinker.stages import json_safe, recipe_parameter
+from sifthinker.runtime.stages import json_safe, recipe_parameter
 
 __all__ = ["LocalRunResult", "TaskOutputs", "compile_pipeline", "run_local"]
 
@@ -44,7 +44,7 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path) -> Path:
     the ``recipe`` parameter, the platform settings (images, GPUs, ...) as the task configuration."""
     from kfp import compiler
 
-    from sifthinker.step_access import check_cluster_sizes
+    from sifthinker.cluster.step_access import check_cluster_sizes
 
     check_cluster_sizes(cfg)  # a compiled pipeline is for a cluster (a local run builds its own)
     out = Path(out_path)
@@ -89,7 +89,7 @@ class LocalRunResult:
     @property
     def metrics(self) -> dict[str, Any]:
         """The evaluation metrics the gate read (every benchmark's, keyed ``<benchmark>/<metric>``)."""
-        from sifthinker.gate import merge_metrics
+        from sifthinker.registry.gate import merge_metrics
 
         if (gate := self.tasks.get("gate")) and gate.parameters.get("metrics"):
             return json.loads(gate.parameters["metrics"])

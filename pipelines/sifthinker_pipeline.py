@@ -3,7 +3,7 @@ register -> deploy.
 
 ``build_pipeline(cfg)`` returns a ``@dsl.pipeline`` function for one run config. The config travels in
 two ways. (1) As the ``recipe`` parameter, whose default is the whole recipe as one line of JSON (which is
-YAML too; see ``sifthinker.stages.recipe_parameter``): every step rebuilds its ``RunConfig`` from
+YAML too; see ``sifthinker.runtime.stages.recipe_parameter``): every step rebuilds its ``RunConfig`` from
 it, so one compiled file carries its config, and a run may pass another recipe YAML. (2) As compile-time
 task settings from ``cfg.platform`` (images, GPUs, scheduling, /dev/shm, secrets, PVC; see
 ``pipelines/platform.py``): overriding ``recipe`` at submit time changes what the steps do, not where
@@ -24,12 +24,12 @@ from collections.abc import Callable
 from kfp import dsl
 
 from pipelines.platform import apply_platform, apply_policy, check_eval_budget
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Stage
-from sifthinker.stages import recipe_parameter
+from sifthinker.runtime.stages import recipe_parameter
 
 # The KFP job id of the run, passed to every step: the MLflow parent run of the pipeline run is keyed by it
-# (created by build-data, found by every later step; sifthinker.tracking), so every stage nests under it.
+# (created by build-data, found by every later step; sifthinker.registry.tracking), so every stage nests under it.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 

@@ -29,7 +29,7 @@ import yaml
 
 from pipelines.run import _slug, _stamp, compile_pipeline
 from pipelines.sifthinker_pipeline import pipeline_name
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 
 __all__ = ["ParameterError", "kfp_client", "pipeline_parameters", "run_arguments", "submit_pipeline",
            "upload_pipeline"]

@@ -1,19 +1,30 @@
-"""Shared pytest fixtures. Server fixtures (MLflow, moto S3, serving) live in fixtures_servers.py."""
+"""Fixtures every test folder may use. Real servers, started once per session on free localhost ports:
+
+* ``moto_s3``: a moto S3 server (in-process thread) with an empty bucket;
+* ``mlflow_server``: a real ``mlflow server`` subprocess, sqlite backend, artifacts proxied to the moto bucket;
+* ``tiny_model_dir``: a tiny random Qwen2.5-VL folder, built once;
+* ``serving_server``: ``sifthinker serve --model <tiny_model_dir>`` as a subprocess.
+
+Server logs go to files under the session's tmp dir; a start-up failure shows their tail. Plain helpers
+(the servers' handles, ``start_serving``, records, recipes) are in helpers.py."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
-from fixtures_servers import mlflow_server, moto_s3, serving_server, tiny_model_dir  # noqa: F401
+from helpers import AWS_ENV, S3_BUCKET, MlflowServer, S3Server, start_serving
 
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Env
+from sifthinker.serving.process import free_port, start_process, stop_process, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def _mlflow_s3_endpoint_restored():
-    """sifthinker.s3_endpoint.export_for_mlflow sets MLFLOW_S3_ENDPOINT_URL for the rest of the process (a
+    """sifthinker.storage.s3_endpoint.export_for_mlflow sets MLFLOW_S3_ENDPOINT_URL for the rest of the process (a
     step's whole life); a test that sets an S3 endpoint must not leave it to the next test."""
     before = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
     yield
@@ -61,3 +72,83 @@ def no_ambient_aws(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return monkeypatch
+
+
+@pytest.fixture(scope="module")
+def sif_data(tmp_path_factory) -> Path:
+    """A small real SIF-Bench folder: `sifthinker data build`'s eval split (6 records)."""
+    from sifthinker.data.build import build_dataset
+
+    cfg = RunConfig()
+    cfg.data.num_eval = 6
+    root = tmp_path_factory.mktemp("sif-bench") / "eval"
+    build_dataset(cfg, "eval", root, progress=False)
+    return root
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> Path:
+    """A recipe with the fake depth provider (no weights) and quick endpoint settings; work dir in tmp."""
+    monkeypatch.setenv("SIFTHINKER_WORK_DIR", str(tmp_path / "work"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("depth:\n  provider: fake-gradient\neval:\n  concurrency: 3\n  retries: 2\n"
+                      "  request_timeout_s: 1.0\n  num_render: 2\n  batch_size: 4\n")
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    s3 = S3Server(endpoint=f"http://127.0.0.1:{port}", bucket=S3_BUCKET)
+    s3.client().create_bucket(Bucket=S3_BUCKET)
+    yield s3
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(moto_s3, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = root / "server.log"
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{moto_s3.bucket}",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**AWS_ENV, "MLFLOW_S3_ENDPOINT_URL": moto_s3.endpoint}
+    proc = start_process(cmd, log, env=env, cwd=root)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", proc, log)
+        yield MlflowServer(uri=uri, s3=moto_s3, proc=proc, log=log)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5-VL built with the local recipe's shape (once per session)."""
+    model = pytest.importorskip("sifthinker.model", reason="sifthinker.model is not in this checkout")
+    from sifthinker.config.run_config import RunConfig
+
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    cfg.model.tiny.pretrain_steps = 0  # servers need a model folder, not a skill (test_model covers it)
+    root = tmp_path_factory.mktemp("tiny-model")
+    corpus = [
+        "<think><area>[{\"bbox_2d\":[0,0,1,1],\"depth\":0.5}]</area><text>the whole image</text></think>"
+        "<answer>red cube</answer>",
+        "Which is closer to the camera, the red cube or the blue sphere? yes no left right 1 2 3",
+    ]
+    return Path(model.build_tiny_model(cfg, root / "model", corpus))
+
+
+@pytest.fixture(scope="session")
+def serving_server(tiny_model_dir, tmp_path_factory):
+    """``sifthinker serve`` on the tiny model, as a subprocess on a free port."""
+    with start_serving(tiny_model_dir, tmp_path_factory.mktemp("serving"), extra_args=("--max-new-tokens", "24")) as s:
+        yield s

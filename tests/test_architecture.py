@@ -115,6 +115,73 @@ def test_no_import_cycles():
     assert cycles(graph) == []
 
 
+# The library's parts and what each may import (docs/architecture.md, "The parts"). A part is a package of
+# src/sifthinker (or names.py, the leaf every part may use). The map must stay acyclic; a new part must be
+# placed in it before its first import is allowed.
+ALLOWED: dict[str, set[str]] = {
+    "names": set(),
+    "method": set(),
+    "config": {"names"},
+    "storage": {"names"},
+    "scenes": {"method", "names"},
+    "rewards": {"method", "names"},
+    "registry": {"config", "storage", "names"},
+    "runtime": {"config", "registry", "names"},
+    "cluster": {"config", "storage", "names"},
+    "data": {"config", "method", "names", "runtime", "scenes", "storage"},
+    "model": {"config", "data", "method", "names", "registry", "scenes", "storage"},
+    "training": {"cluster", "config", "data", "method", "model", "names", "registry", "rewards", "runtime", "storage"},
+    "serving": {"cluster", "config", "data", "method", "model", "names", "registry", "storage"},
+    "evaluation": {"config", "data", "method", "model", "names", "registry", "rewards", "runtime", "serving",
+                   "storage"},
+}
+ALLOWED["cli"] = set(ALLOWED)  # the console script is the top: it may use every part
+
+
+def part_of(module: str) -> str | None:
+    """``sifthinker.<part>...`` -> part; None for the package root and modules outside the library."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "sifthinker" and len(parts) > 1 else None
+
+
+def test_every_part_is_in_the_map_and_the_map_has_no_cycle():
+    on_disk = {p.stem if p.is_file() else p.name for p in (ROOT / "src" / "sifthinker").iterdir()
+               if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.stem != "__init__")}
+    assert on_disk == set(ALLOWED)
+    assert cycles({k: v - {k} for k, v in ALLOWED.items()}) == []
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    graph = import_graph(modules())
+    bad = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                 if (src := part_of(m)) and (dst := part_of(d)) and dst != src and dst not in ALLOWED[src])
+    assert bad == []
+
+
+def test_the_direction_check_catches_an_upward_import():
+    """The checker itself: a made-up upward arrow (storage -> training) is reported."""
+    graph = {"sifthinker.storage.locations": {"sifthinker.training.runner", "sifthinker.names"}}
+    bad = [(m, d) for m, deps in graph.items() for d in deps if part_of(d) not in ALLOWED[part_of(m)] | {part_of(m)}]
+    assert bad == [("sifthinker.storage.locations", "sifthinker.training.runner")]
+
+
+def test_test_modules_never_import_each_other():
+    """Shared test code lives in a conftest.py (fixtures) or a helper module at the tests' root, never in
+    another test module, and a folder's own helpers are not imported from another folder."""
+    tests = ROOT / "tests"
+    local = {p.stem: p.parent for p in tests.rglob("*.py")}
+    bad = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in local and (top.startswith("test_") or local[top] not in (tests, path.parent)):
+                    bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert bad == []
+
+
 def test_the_library_never_imports_the_kfp_layer():
     graph = import_graph(modules())
     bad = {m: sorted(d for d in deps if d.split(".")[0] in ("components", "pipelines"))
@@ -146,7 +213,7 @@ def test_components_are_thin_and_wrap_the_library():
     for path in sorted(ROOT.glob("components/*/component.py")):
         text = path.read_text()
         assert len(text.splitlines()) <= 60, path
-        assert "from sifthinker.stages import" in text and "with stage(Stage." in text, path
+        assert "from sifthinker.runtime.stages import" in text and "with stage(Stage." in text, path
 
 
 def test_stage_names_agree_with_components_and_pipeline():
@@ -159,9 +226,9 @@ def test_stage_names_agree_with_components_and_pipeline():
 
 
 def test_reward_names_have_one_source():
-    from sifthinker.config import GRPOConfig
+    from sifthinker.config.run_config import GRPOConfig
     from sifthinker.names import REWARDS
-    from sifthinker.rewards import REWARD_FUNCS
+    from sifthinker.rewards.reward_funcs import REWARD_FUNCS
 
     assert list(GRPOConfig().reward_weights) == list(REWARDS)
     assert [n for n in REWARD_FUNCS if n != "total"] == list(REWARDS)

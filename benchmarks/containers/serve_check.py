@@ -13,10 +13,10 @@ os.environ.update(MLFLOW_TRACKING_URI="http://127.0.0.1:55000")
 from mlflow import MlflowClient
 from PIL import Image
 
-from sifthinker import registry
-from sifthinker.config import RunConfig
-from sifthinker.demo import DEMO_SCENE_SEED, ask
-from sifthinker.depth import colorize
+from sifthinker.cli.demo import DEMO_SCENE_SEED, ask
+from sifthinker.config.run_config import RunConfig
+from sifthinker.method.depth import colorize
+from sifthinker.registry import model_versions
 from sifthinker.scenes import generate_items
 
 D = "/usr/bin/docker"
@@ -26,7 +26,7 @@ c = MlflowClient()
 versions = c.search_model_versions(f"name='{name}'")
 print("versions", [(v.version, v.aliases if hasattr(v, "aliases") else None) for v in versions])
 latest = max(versions, key=lambda v: int(v.version))
-registry.promote(cfg, name, latest.version, alias=registry.CHAMPION)
+model_versions.promote(cfg, name, latest.version, alias=model_versions.CHAMPION)
 mv = c.get_model_version_by_alias(name, "champion")
 print("champion", mv.version, mv.source)
 runs = c.search_runs([c.get_experiment_by_name(cfg.registry.experiment).experiment_id])

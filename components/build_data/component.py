@@ -13,8 +13,8 @@ def build_data(recipe: str, train_data: Output[Dataset], eval_data: Output[Datas
 
     from sifthinker.data.build import build_dataset
     from sifthinker.names import Stage
-    from sifthinker.stage_logs import log_build
-    from sifthinker.stages import stage
+    from sifthinker.runtime.stage_logs import log_build
+    from sifthinker.runtime.stages import stage
 
     with stage(Stage.BUILD_DATA, recipe, pipeline_run, track=True) as st:
         summaries = {}

@@ -13,9 +13,9 @@ def deploy(recipe: str, pipeline_run: str, model_uri: str, apply: bool, manifest
     from pathlib import Path
 
     from sifthinker.names import Stage
+    from sifthinker.runtime.stage_logs import log_deploy
+    from sifthinker.runtime.stages import json_safe, stage
     from sifthinker.serving.deploy import deploy as deploy_model
-    from sifthinker.stage_logs import log_deploy
-    from sifthinker.stages import json_safe, stage
 
     with stage(Stage.DEPLOY, recipe, pipeline_run, track=True) as st:
         result = deploy_model(st.cfg, model_uri, apply=apply, out_dir=Path(manifest.path))

@@ -20,7 +20,7 @@ def evaluate(recipe: str, pipeline_run: str, benchmark: str, model: Input[Model]
 
     from sifthinker.evaluation import evaluate as run_evaluation
     from sifthinker.names import Stage
-    from sifthinker.stages import json_safe, stage
+    from sifthinker.runtime.stages import json_safe, stage
 
     with stage(Stage.EVALUATE, recipe, pipeline_run, part=benchmark) as st:
         result = run_evaluation(st.cfg, Path(model.path), Path(eval_data.path), Path(predictions.path),

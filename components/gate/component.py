@@ -20,10 +20,10 @@ def gate(recipe: str, metrics_parts: list, failures: OutputPath(str), metrics: O
     """Check the merged evaluation metrics against the recipe's gate; True when every rule holds."""
     import json
 
-    from sifthinker.gate import merge_metrics, run_gate
     from sifthinker.names import Stage
-    from sifthinker.stage_logs import log_gate
-    from sifthinker.stages import stage
+    from sifthinker.registry.gate import merge_metrics, run_gate
+    from sifthinker.runtime.stage_logs import log_gate
+    from sifthinker.runtime.stages import stage
 
     with stage(Stage.GATE, recipe, pipeline_run, track=True) as st:
         merged = merge_metrics(metrics_parts)

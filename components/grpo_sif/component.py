@@ -13,7 +13,7 @@ def grpo_sif(recipe: str, pipeline_run: str, train_data: Input[Dataset], sft_mod
     from pathlib import Path
 
     from sifthinker.names import Stage
-    from sifthinker.stages import json_safe, stage
+    from sifthinker.runtime.stages import json_safe, stage
     from sifthinker.training.grpo import run_grpo
 
     with stage(Stage.GRPO_SIF, recipe, pipeline_run) as st:

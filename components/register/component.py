@@ -19,10 +19,10 @@ def register(recipe: str, pipeline_run: str, model: Input[Model], metrics_json: 
     import json
     from pathlib import Path
 
-    from sifthinker.lineage import lineage_from_metadata
     from sifthinker.names import Stage
-    from sifthinker.registry import register_model
-    from sifthinker.stages import stage
+    from sifthinker.registry.lineage import lineage_from_metadata
+    from sifthinker.registry.model_versions import register_model
+    from sifthinker.runtime.stages import stage
 
     with stage(Stage.REGISTER, recipe, pipeline_run) as st:
         lineage = lineage_from_metadata(st.cfg, dict(model.metadata), model.uri, pipeline_run)

@@ -4,7 +4,7 @@ from kfp.dsl import Model
 
 from components.conftest import artifact, io_types, stage_events
 from components.register.component import register
-from sifthinker.registry import RegisteredVersion
+from sifthinker.registry.model_versions import RegisteredVersion
 
 
 def test_spec():
@@ -29,7 +29,7 @@ def test_lineage_and_outputs(recipe, work_env, monkeypatch, tmp_path):
         seen.update(model_dir=model_dir, metrics=metrics, lineage=lineage)
         return RegisteredVersion(name="sifthinker-local", version="3", source_uri="file:///x/model", run_id="run-9")
 
-    monkeypatch.setattr("sifthinker.registry.register_model", register_model)
+    monkeypatch.setattr("sifthinker.registry.model_versions.register_model", register_model)
     model = _model(tmp_path)
     out = register.python_func(recipe=recipe, pipeline_run="job-7", model=model,
                                metrics_json=json.dumps({"format_validity": 0.9}))

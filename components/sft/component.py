@@ -13,7 +13,7 @@ def sft(recipe: str, pipeline_run: str, train_data: Input[Dataset], model: Outpu
 
     from sifthinker.model import ensure_base_model
     from sifthinker.names import Stage
-    from sifthinker.stages import json_safe, stage
+    from sifthinker.runtime.stages import json_safe, stage
     from sifthinker.training.sft import run_sft
 
     with stage(Stage.SFT, recipe, pipeline_run) as st:

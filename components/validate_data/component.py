@@ -12,8 +12,8 @@ def validate_data(recipe: str, train_data: Input[Dataset], eval_data: Input[Data
     """Check train and eval records; write a Markdown report, then raise if any expectation failed."""
     from sifthinker.data.checks import validate_splits
     from sifthinker.names import Stage
-    from sifthinker.stage_logs import log_validation
-    from sifthinker.stages import stage
+    from sifthinker.runtime.stage_logs import log_validation
+    from sifthinker.runtime.stages import stage
 
     with stage(Stage.VALIDATE_DATA, recipe, pipeline_run, track=True) as st:
         outcome = validate_splits({"train": train_data.path, "eval": eval_data.path},

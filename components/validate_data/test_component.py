@@ -22,7 +22,7 @@ def test_valid_data_passes_and_reports(built_data, recipe, tmp_path):
     report = artifact(Markdown, tmp_path / "report.md")
     validate_data.python_func(recipe=recipe, train_data=train, eval_data=evl, report=report)
     text = Path(report.path).read_text()
-    # 54: the suite's size, counted by hand in tests/test_checks.py (an empty suite would report "all 0")
+    # 54: the suite's size, counted by hand in tests/data/test_checks.py (an empty suite would report "all 0")
     assert text.splitlines()[2:] == ["- **train**: all 54 expectations met", "- **eval**: all 54 expectations met"]
 
 

@@ -3,6 +3,8 @@
 The library's own areas (data, model, serve) are listed here. Other layers plug their commands in through
 the ``sifthinker.commands`` entry point group (pyproject.toml): the Kubeflow layer in ``pipelines/`` adds
 ``pipeline``, ``run`` and ``demo`` that way, so the library never imports the layer built on top of it.
+
+The top of the library: it may import every part.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from sifthinker.config import ConfigError, RunConfig
+from sifthinker.config.run_config import RunConfig
+from sifthinker.config.schema import ConfigError
 from sifthinker.names import Env
 
 
@@ -41,7 +42,7 @@ def load_recipe(recipe: str | Path | None) -> RunConfig:
     """
     if recipe is None:
         if text := os.environ.get(Env.RECIPE_YAML):
-            from sifthinker.stages import stage_config
+            from sifthinker.runtime.stages import stage_config
 
             with one_line_errors(ConfigError):
                 return stage_config(text)

@@ -10,7 +10,7 @@ import click
 
 from sifthinker.cli.common import CLIError, load_recipe, one_line_errors, recipe_option
 from sifthinker.cli.signals import Terminated, exit_code, sigterm_interrupts
-from sifthinker.data_config import BUILD_DEPTH, DATA_SOURCES, NARRATORS
+from sifthinker.config.data_config import BUILD_DEPTH, DATA_SOURCES, NARRATORS
 
 
 def register(main: click.Group) -> None:
@@ -71,8 +71,8 @@ def build(source: str, input_: str | None, image_root: str | None, out_dir: str,
     from sifthinker.data.build import build as run_build
     from sifthinker.data.options import ALL, options_from_config
     from sifthinker.data.sources import SourceError
-    from sifthinker.disk_space import DiskFullError
-    from sifthinker.storage import StorageError
+    from sifthinker.storage.disk_space import DiskFullError
+    from sifthinker.storage.locations import StorageError
 
     cfg = load_recipe(recipe)
     if source == "synthetic" and num is None:

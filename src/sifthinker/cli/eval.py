@@ -39,8 +39,8 @@ def _benchmark(name: str) -> Any:
 def _errors():
     from sifthinker.evaluation.endpoint import EndpointError
     from sifthinker.evaluation.run import EvalError
-    from sifthinker.registry import RegistryError
-    from sifthinker.storage import StorageError
+    from sifthinker.registry.model_versions import RegistryError
+    from sifthinker.storage.locations import StorageError
 
     return one_line_errors(ValueError, EvalError, EndpointError, RegistryError, StorageError, ImportError)
 

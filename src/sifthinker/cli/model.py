@@ -1,4 +1,4 @@
-"""`sifthinker model promote|rollback|list|resolve`: the MLflow model registry (see `sifthinker.registry`).
+"""`sifthinker model promote|rollback|list|resolve`: the MLflow model registry (see `sifthinker.registry.model_versions`).
 
 Every failure is one line ``Error: ...`` with exit status 1; none of these commands creates a store.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import click
 
 from sifthinker.cli.common import CLIError, load_recipe
-from sifthinker.registry import RegistryError
+from sifthinker.registry.model_versions import RegistryError
 
 # MLflow retries a failing tracking server (5xx, timeouts) for minutes; a person waiting on a command
 # should hear about it in seconds. A value the user exported wins.
@@ -63,7 +63,7 @@ def model() -> None:
 @tracking_options
 def promote_cmd(name: str, version: int, alias: str, recipe: str | None, tracking_uri: str | None) -> None:
     """Point ALIAS of model NAME at VERSION (the previous holder is recorded in tags)."""
-    from sifthinker.registry import promote
+    from sifthinker.registry.model_versions import promote
 
     uri = store_uri(recipe, tracking_uri)
     with registry_call():
@@ -81,7 +81,7 @@ def rollback_cmd(name: str, alias: str, recipe: str | None, tracking_uri: str | 
 
     Running it again changes nothing; to go back further, promote the version you want.
     """
-    from sifthinker.rollback import rollback
+    from sifthinker.registry.rollback import rollback
 
     uri = store_uri(recipe, tracking_uri)
     with registry_call():
@@ -97,7 +97,7 @@ def version_table(d: dict) -> str:
     (``--json`` has every metric)."""
     from datetime import datetime
 
-    from sifthinker.logged_models import HEADLINE_METRICS
+    from sifthinker.registry.logged_models import HEADLINE_METRICS
 
     heads = [m.split("/", 1)[1] for m in HEADLINE_METRICS]  # sif-bench's, bare as version_metrics gives them
     rows = [["version", "aliases", *heads, "created"]]
@@ -116,7 +116,7 @@ def version_table(d: dict) -> str:
 @tracking_options
 def list_cmd(name: str, as_json: bool, recipe: str | None, tracking_uri: str | None) -> None:
     """List the versions and aliases of model NAME."""
-    from sifthinker.registry import describe
+    from sifthinker.registry.model_versions import describe
 
     uri = store_uri(recipe, tracking_uri)
     with registry_call():
@@ -132,7 +132,7 @@ def list_cmd(name: str, as_json: bool, recipe: str | None, tracking_uri: str | N
 @tracking_options
 def resolve_cmd(model_uri: str, recipe: str | None, tracking_uri: str | None) -> None:
     """Download MODEL_URI (models:/NAME@alias or models:/NAME/V) to the local cache and print its folder."""
-    from sifthinker.registry import resolve
+    from sifthinker.registry.model_versions import resolve
 
     uri = store_uri(recipe, tracking_uri)
     cfg = load_recipe(recipe)  # the cache folder is the recipe's

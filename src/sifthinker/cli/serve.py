@@ -42,7 +42,7 @@ def serve(model_uri: str | None, recipe: str | None, tracking_uri: str | None, p
     Concurrent requests are generated together (serving.max_batch_size, serving.max_batch_wait_ms); the
     hard limits are the recipe's serving section (docs/serving.md).
     """
-    from sifthinker.registry import RegistryError, parse_models_uri
+    from sifthinker.registry.model_versions import RegistryError, parse_models_uri
 
     cfg = load_recipe(recipe)
     names = list(aliases)
@@ -66,7 +66,7 @@ def serve(model_uri: str | None, recipe: str | None, tracking_uri: str | None, p
 
 def _model_folder(model_uri: str, cfg, tracking_uri: str | None) -> Path:
     from sifthinker.model.loading import check_model_folder
-    from sifthinker.registry import RegistryError, default_cache_dir, resolve
+    from sifthinker.registry.model_versions import RegistryError, default_cache_dir, resolve
     from sifthinker.serving.storage import StorageError, fetch_s3
 
     with one_line_errors(RegistryError, StorageError, ValueError):
@@ -77,7 +77,7 @@ def _model_folder(model_uri: str, cfg, tracking_uri: str | None) -> Path:
 
 def _one_line(e: BaseException) -> str:
     """An error as one line: a ValidationError's violations joined by '; ', other messages unwrapped."""
-    from sifthinker.k8s import ValidationError
+    from sifthinker.cluster.crds import ValidationError
 
     if isinstance(e, ValidationError):
         return f"{e.what}: {'; '.join(e.violations)}"
@@ -110,8 +110,8 @@ def deploy(model: str, alias: str | None, recipe: str | None, runtime: str | Non
     """
     import yaml
 
-    from sifthinker.k8s import UnknownKindError, ValidationError
-    from sifthinker.registry import RegistryError
+    from sifthinker.cluster.crds import UnknownKindError, ValidationError
+    from sifthinker.registry.model_versions import RegistryError
     from sifthinker.serving.deploy import DeployError, model_uri_for
     from sifthinker.serving.deploy import deploy as do_deploy
 

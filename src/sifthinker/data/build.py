@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from sifthinker import events
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.data.narrator import Narrator
 from sifthinker.data.options import ALL, BuildOptions, Part, options_from_config
 from sifthinker.data.output import MANIFEST_FILE, RECORDS_FILE, REJECTIONS_FILE, make_output
@@ -45,8 +44,9 @@ from sifthinker.data.sources import (
     SyntheticSource,
     make_source,
 )
-from sifthinker.disk_space import disk_full, folder_bytes, is_disk_full
 from sifthinker.names import Stage
+from sifthinker.runtime import events
+from sifthinker.storage.disk_space import disk_full, folder_bytes, is_disk_full
 
 __all__ = ["MANIFEST_FILE", "RECORDS_FILE", "REJECTIONS_FILE", "SOURCES", "BuildSummary", "SourceItem",
            "SyntheticSource", "build", "build_dataset", "build_records", "load_records"]

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from sifthinker.config.data_config import DATA_SOURCES
 from sifthinker.data.table import REQUIRED_FIELDS, STRING_FIELDS, records_table
-from sifthinker.data_config import DATA_SOURCES
 
 if TYPE_CHECKING:
     import great_expectations as gx

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.data.sources import SourceSpec
 
 BUILD_VERSION = 2  # bump when the same options would give different bytes

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sifthinker.data.record import SHARD_FILE
-from sifthinker.storage import S3Prefix, StorageError, is_s3
+from sifthinker.storage.locations import S3Prefix, StorageError, is_s3
 
 BUILD_FILE = "build.json"
 RECORDS_FILE = "records.json"

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from sifthinker import trace as sif_trace
 from sifthinker.data.narrator import NarrationError, NarrationInput, Narrator, TemplateNarrator
 from sifthinker.data.options import BuildOptions
 from sifthinker.data.sources import Entry, Rejected, Source, SourceItem, make_source
 from sifthinker.data.trajectory import Trajectory, build_trajectory, normalize_boxes, trajectory_config
-from sifthinker.depth import colour_decoder, colour_png_bytes, png_bytes, save_depth_map
-from sifthinker.prompts import prompt_text
+from sifthinker.method import trace as sif_trace
+from sifthinker.method.depth import colour_decoder, colour_png_bytes, png_bytes, save_depth_map
+from sifthinker.method.prompts import prompt_text
 
 log = logging.getLogger(__name__)
 SHARD_FILE = "shard.json"
@@ -75,7 +75,7 @@ class ShardContext:
 
     def dav2(self) -> Any:
         if self._dav2 is None:
-            from sifthinker.depth_providers import DepthAnythingMaps
+            from sifthinker.data.depth_providers import DepthAnythingMaps
 
             o = self.options
             self._dav2 = DepthAnythingMaps(o.depth_model, o.depth_revision, o.depth_device, o.depth_batch_size)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from sifthinker import trace as sif_trace
-from sifthinker.geometry import iou_h
+from sifthinker.method import trace as sif_trace
+from sifthinker.method.geometry import iou_h
 
 __all__ = ["JSON_FIELDS", "REQUIRED_FIELDS", "STRING_FIELDS", "records_table"]
 

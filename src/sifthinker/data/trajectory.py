@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from sifthinker.depth import mean_depth
+from sifthinker.method.depth import mean_depth
 
 PxBox = tuple[float, float, float, float]
 FrameKind = Literal["full", "distractor", "merged", "expanded", "gt"]

@@ -30,10 +30,10 @@ from typing import Any
 import requests
 from PIL import Image, ImageDraw
 
-from sifthinker import trace as sif_trace
-from sifthinker.answers import normalize, score_answer
-from sifthinker.chat_http import post_chat
+from sifthinker.data.chat_http import post_chat
 from sifthinker.data.narrator import NarrationError, NarrationInput
+from sifthinker.method import trace as sif_trace
+from sifthinker.method.answers import normalize, score_answer
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,9 @@ prediction cache, scoring by each benchmark's adapter, reports, and the evaluate
 * ``run_benchmark(cfg, name, data, out_dir, model=... | endpoint=...) -> BenchmarkRun``: one benchmark
   (``sifthinker eval run``); ``score_predictions_file``: ``sifthinker eval score``;
 * ``score_predictions``: SIF-Bench's per-record metrics of texts against records, without a model.
+
+May import ``sifthinker.config``, ``data``, ``method``, ``model``, ``registry``, ``rewards``, ``runtime``,
+``serving``, ``storage`` and ``names``.
 """
 
 from sifthinker.evaluation.metrics import EvalScores, ItemScore, score_predictions

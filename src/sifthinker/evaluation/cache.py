@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sifthinker.prompts import INSTRUCTION, chat_messages
+from sifthinker.method.prompts import INSTRUCTION, chat_messages
 
 __all__ = ["CachedAnswer", "PredictionCache", "item_key", "read_predictions", "run_fingerprint"]
 

@@ -2,7 +2,7 @@
 baseline such as Qwen2.5-VL-7B.
 
 Each item is one ``POST {base}/chat/completions`` carrying the full SIF prompt of
-:func:`sifthinker.prompts.chat_messages` with its image parts filled by PNG ``data:`` URLs (every RGB
+:func:`sifthinker.method.prompts.chat_messages` with its image parts filled by PNG ``data:`` URLs (every RGB
 image, then every depth image), ``temperature`` 0 and ``max_tokens`` = ``eval.max_new_tokens``; a
 server that adds no instruction of its own (vLLM) thus sees exactly the prompt the model was trained on,
 and ours strips it again. The model name is ``model`` when given, else the first id of
@@ -25,9 +25,9 @@ from typing import Any
 
 import requests
 
-from sifthinker.chat_http import connection_problem, error_message, post_chat
+from sifthinker.data.chat_http import connection_problem, error_message, post_chat
 from sifthinker.evaluation.inputs import EvalRequest, ItemError, Outcome
-from sifthinker.prompts import chat_messages
+from sifthinker.method.prompts import chat_messages
 
 __all__ = ["EndpointError", "EndpointGenerator", "base_url"]
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.evaluation.inputs import EvalRequest, ItemError, Outcome
 
 __all__ = ["FakeOracleGenerator", "ModelGenerator", "folder_signature", "vllm_available"]
@@ -101,7 +101,7 @@ def _load_vllm(cfg: RunConfig, model_dir: Path) -> tuple[Any, Any]:
 def _generate_vllm(loaded: tuple[Any, Any], requests: Sequence[Any], max_new_tokens: int) -> list[Outcome]:
     from vllm import SamplingParams
 
-    from sifthinker.prompts import chat_messages
+    from sifthinker.method.prompts import chat_messages
 
     llm, processor = loaded
     prompts = [{"prompt": processor.apply_chat_template(chat_messages(r.question, n_images=1 + len(r.more_images)),

@@ -1,7 +1,7 @@
 """What a generator gets for one benchmark item, and what it may answer besides a text.
 
 :class:`EvalRequest`: the item, the question text the benchmark asks (``benchmark.prompt(item)``; the
-SIF instruction is added by :mod:`sifthinker.prompts`), the data folder its paths are relative to, and
+SIF instruction is added by :mod:`sifthinker.method.prompts`), the data folder its paths are relative to, and
 its images, loaded on demand: the RGB images (``item.images``), then one colour depth image per RGB
 image, from ``item.extra["depth_image"]`` when the adapter has exact ones (SIF-Bench), else from the
 depth provider. Fake generators never load images, so they cost nothing.

@@ -2,15 +2,15 @@
 
 Per item (one record, one prediction):
 
-* ``format_valid``: :func:`sifthinker.trace.validate` finds no problem.
-* ``answer_score``: :func:`sifthinker.answers.score_answer` of the *leniently* extracted answer against
+* ``format_valid``: :func:`sifthinker.method.trace.validate` finds no problem.
+* ``answer_score``: :func:`sifthinker.method.answers.score_answer` of the *leniently* extracted answer against
   ``record["response"]`` with ``record["answer_type"]``; a missing answer scores 0 (spec E1/E4).
-* ``grounding_iou``: :func:`sifthinker.geometry.union_iou` of the last parseable area's boxes with the GT
+* ``grounding_iou``: :func:`sifthinker.method.geometry.union_iou` of the last parseable area's boxes with the GT
   boxes (``normalized_solution_round.bbox_3d``), predicted boxes clipped to [0, 1] as r_box does; for
   one box each it is plain IoU. A hit is IoU >= 0.5
   (Acc@0.5). The last area is read leniently, like the rewards, so a format slip does not hide a box.
 * ``depth_consistency``: over every predicted box of every parseable area, the fraction whose stated
-  depth ``d`` passes :func:`sifthinker.rewards.depth_ok` (``|d - D| <= 0.1 * max(D, 1e-3)``, the r_depth
+  depth ``d`` passes :func:`sifthinker.rewards.reward_funcs.depth_ok` (``|d - D| <= 0.1 * max(D, 1e-3)``, the r_depth
   rule), ``D`` = mean true depth in the box (clipped to the image) from ``record["depth_map"]``. Unlike
   r_depth, a box that is empty after clipping (inverted, off-image) counts as inconsistent instead of
   being given a one-pixel depth; a prediction with no parseable box scores 0 (as r_depth does).
@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from sifthinker import answers as sif_answers
-from sifthinker import trace as sif_trace
-from sifthinker.depth import load_depth_map, mean_depth
-from sifthinker.geometry import clip_box, union_iou
-from sifthinker.rewards import depth_ok
+from sifthinker.method import answers as sif_answers
+from sifthinker.method import trace as sif_trace
+from sifthinker.method.depth import load_depth_map, mean_depth
+from sifthinker.method.geometry import clip_box, union_iou
+from sifthinker.rewards.reward_funcs import depth_ok
 
 __all__ = ["EvalScores", "ItemScore", "depth_consistency", "gt_boxes", "nms_ap", "score_item", "score_predictions"]
 

@@ -1,4 +1,4 @@
-"""The report's gallery: traces drawn on their images (:func:`sifthinker.visualize.save_trace_png`).
+"""The report's gallery: traces drawn on their images (:func:`sifthinker.method.visualize.save_trace_png`).
 
 Items are picked round-robin over categories (first-seen order) so every category is shown. The depth
 panel is drawn when the item has its own depth image; a depth provider is not run again for a picture.
@@ -17,8 +17,8 @@ from PIL import Image
 
 from sifthinker.evaluation.benchmarks.base import BenchmarkScore, Item
 from sifthinker.evaluation.inputs import depth_paths
-from sifthinker.geometry import Frame, to_norm
-from sifthinker.visualize import save_trace_png
+from sifthinker.method.geometry import Frame, to_norm
+from sifthinker.method.visualize import save_trace_png
 
 __all__ = ["render_gallery", "render_order"]
 

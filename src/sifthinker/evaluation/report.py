@@ -7,7 +7,7 @@ disk too (they are logged as artifacts of their own). Every text from a model or
 
 A benchmark page states the scoring mode, the format-failure count, skipped items and the adapter's
 notes; shows the chart, the metrics with their intervals, a gallery of traces drawn on their images
-(:func:`sifthinker.visualize.save_trace_png`) and the first items with their responses.
+(:func:`sifthinker.method.visualize.save_trace_png`) and the first items with their responses.
 """
 
 from __future__ import annotations

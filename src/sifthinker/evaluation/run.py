@@ -11,7 +11,7 @@ score`` (a predictions JSONL produced anywhere). Both write into ``out_dir``:
 * ``chart.png``, ``renders/*.png`` and ``report.html`` (:mod:`sifthinker.evaluation.report`).
 
 ``data`` is a folder of the benchmark's published files, a folder holding ``items.jsonl`` (used as it is),
-or an ``s3://`` prefix (downloaded once into ``<work>/cache/data``, :func:`sifthinker.storage.localize`).
+or an ``s3://`` prefix (downloaded once into ``<work>/cache/data``, :func:`sifthinker.storage.locations.localize`).
 Items the generator cannot take, or the endpoint refused (4xx), are skipped: excluded from every
 denominator, counted in ``skipped`` and explained in the report's notes. Items that failed after every
 retry fail the run (finished items stay cached, so a rerun continues).
@@ -33,8 +33,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from sifthinker import events
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.evaluation.benchmarks import get_benchmark
 from sifthinker.evaluation.benchmarks.base import (
     Benchmark,
@@ -56,6 +55,7 @@ from sifthinker.evaluation.inputs import EvalRequest, GenerateFn, ItemError, dep
 from sifthinker.evaluation.render import render_gallery
 from sifthinker.evaluation.report import ReportData, category_chart, intervals, write_benchmark_report
 from sifthinker.names import Stage
+from sifthinker.runtime import events
 
 __all__ = ["BenchmarkRun", "EvalError", "load_items", "make_generator", "run_benchmark", "score_predictions_file"]
 
@@ -131,7 +131,7 @@ def make_generator(cfg: RunConfig, *, model: str | Path | None = None, endpoint:
                                  timeout_s=e.request_timeout_s, retries=e.retries, max_new_tokens=e.max_new_tokens)
     from sifthinker.evaluation.generators import ModelGenerator
     from sifthinker.model.loading import check_model_folder
-    from sifthinker.registry import resolve
+    from sifthinker.registry.model_versions import resolve
 
     return ModelGenerator(cfg, check_model_folder(resolve(str(model), cfg)))
 
@@ -208,8 +208,8 @@ def run_benchmark(cfg: RunConfig, name: str | Benchmark, data: str | Path, out_d
 def _run_benchmark(cfg: RunConfig, name: str | Benchmark, data: str | Path, out_dir: str | Path, *,
                    model: str | Path | None, endpoint: str | None, limit: int | None, scoring: str | None,
                    generate_fn: GenerateFn | None, track: bool, endpoint_model: str | None) -> BenchmarkRun:
-    from sifthinker.depth_providers import make_depth_provider
-    from sifthinker.storage import localize
+    from sifthinker.data.depth_providers import make_depth_provider
+    from sifthinker.storage.locations import localize
 
     bench = get_benchmark(name) if isinstance(name, str) else name
     scoring = Scoring(scoring or cfg.eval.scoring)
@@ -248,7 +248,7 @@ def _run_benchmark(cfg: RunConfig, name: str | Benchmark, data: str | Path, out_
 def score_predictions_file(cfg: RunConfig, name: str | Benchmark, data: str | Path, predictions: str | Path,
                            out_dir: str | Path, *, scoring: str | None = None, track: bool = False) -> BenchmarkRun:
     """Score a predictions JSONL (``{"id", "response"}`` per line, from anywhere) against the benchmark."""
-    from sifthinker.storage import localize
+    from sifthinker.storage.locations import localize
 
     bench = get_benchmark(name) if isinstance(name, str) else name
     scoring = Scoring(scoring or cfg.eval.scoring)
@@ -329,7 +329,7 @@ def tracked(cfg: RunConfig, benchmark: str, track: bool, params: dict[str, Any] 
     if not track:
         yield None
         return
-    from sifthinker.tracking import stage_run
+    from sifthinker.registry.tracking import stage_run
 
     with stage_run(cfg, STAGE, params={"benchmark": benchmark, **(params or {})}, part=benchmark) as active:
         yield active.info.run_id

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.evaluation.generators import FakeOracleGenerator, ModelGenerator
 from sifthinker.evaluation.inputs import GenerateFn
 from sifthinker.evaluation.report import write_index_report

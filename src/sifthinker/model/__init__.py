@@ -1,6 +1,8 @@
 """The model layer: the tiny Qwen2.5-VL builder, loading (one path for tiny and 7B) and generation.
 
 Heavy imports (torch, transformers) happen inside the functions, so importing this package is cheap.
+
+May import ``sifthinker.config``, ``data``, ``method``, ``scenes``, ``registry``, ``storage`` and ``names``.
 """
 
 from sifthinker.model.inference import GenRequest, generate

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.model.base_pretrain import CARD_JSON, STATE_FILE, latest_checkpoint, source_commit
 
 WEIGHTS = "model.safetensors"

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +175,11 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
     import mlflow
     import torch
 
-    from sifthinker import tracking
     from sifthinker.model.base_probe import format_probe, probe_items, run_probe
     from sifthinker.model.ground_pretrain import vlm_batch
     from sifthinker.model.loading import check_model_folder, load_model
     from sifthinker.model.pretrain import copy_batch, copy_corpus, make_optimizer, optimizer_step
+    from sifthinker.registry import tracking
 
     p = cfg.pretrain
     check_seed_range(cfg)

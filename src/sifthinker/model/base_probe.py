@@ -24,7 +24,7 @@ SHORT_TOKENS = 8
 
 def first_box(reply: str) -> tuple[float, float, float, float] | None:
     """The first box of the reply's first area (the reply is ``the <name>: [{...}]``); None if unreadable."""
-    from sifthinker.areas import read_areas
+    from sifthinker.method.areas import read_areas
 
     body = reply.split(": ", 1)[-1]
     areas = read_areas(f"<area>{body}</area>")
@@ -56,7 +56,7 @@ def run_probe(model: Any, processor: Any, items: dict[str, list[tuple[str, str, 
     """Greedy replies to ``items``; metrics ``ground/<group>/iou``, ``ground/<group>/acc50``,
     ``ground/<group>/named`` (replies that name the asked object and give a readable box),
     ``short/<kind>/acc`` and the means ``short/acc`` and ``ground/acc50`` (over groups)."""
-    from sifthinker.geometry import box_iou
+    from sifthinker.method.geometry import box_iou
     from sifthinker.model.inference import GenRequest, generate
 
     was_training = model.training

@@ -65,7 +65,7 @@ def grounding_item(seed: int, width: int, height: int, alone: bool = False,
     from PIL import Image
 
     from sifthinker.data.trajectory import normalize_boxes
-    from sifthinker.depth import colorize, mean_depth
+    from sifthinker.method.depth import colorize, mean_depth
 
     scene, obj = ground_scene(seed, width, height, alone, crowd)
     (box,) = normalize_boxes([obj.box], width, height)
@@ -76,7 +76,7 @@ def grounding_item(seed: int, width: int, height: int, alone: bool = False,
 
 def vlm_batch(processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[str, Any]:
     """Model inputs with labels on the target only (prompt and padding masked)."""
-    from sifthinker.prompts import chat_messages
+    from sifthinker.method.prompts import chat_messages
 
     texts = [processor.apply_chat_template(chat_messages(q, a), tokenize=False) for q, a, _ in items]
     prompts = [processor.apply_chat_template(chat_messages(q), tokenize=False, add_generation_prompt=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from sifthinker.prompts import chat_messages
+from sifthinker.method.prompts import chat_messages
 
 
 @dataclass(frozen=True)

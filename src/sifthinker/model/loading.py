@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Env
 
 log = logging.getLogger(__name__)

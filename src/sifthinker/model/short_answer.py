@@ -36,7 +36,7 @@ def short_item(seed: int, width: int, height: int, kind: str | None = None) -> t
     ``kind``: one of :data:`KINDS` (None: drawn uniformly from ``seed``)."""
     from PIL import Image
 
-    from sifthinker.depth import colorize
+    from sifthinker.method.depth import colorize
     from sifthinker.scenes import generate_scene
     from sifthinker.scenes.questions import answer_class, candidate_questions
 

@@ -19,7 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sifthinker.config import RunConfig, TinyModelConfig
+from sifthinker.config.model_config import TinyModelConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.model.chat_template import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT
 from sifthinker.model.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 
@@ -160,7 +161,7 @@ def build_tiny_model(cfg: RunConfig, out_dir: Path, corpus: Iterable[str]) -> Pa
 # ---- cached base model -----------------------------------------------------------------------------
 def corpus_from_records(records: list[dict]) -> Iterator[str]:
     """The tokenizer corpus of a record list: every user prompt and assistant trace."""
-    from sifthinker.prompts import prompt_text
+    from sifthinker.method.prompts import prompt_text
 
     for rec in records:
         for msg in rec.get("messages", []):

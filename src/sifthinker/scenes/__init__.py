@@ -6,7 +6,9 @@ The embedded data source of the project: no download. Quick use::
     for scene, q in generate_items(12, seed=0):
         scene.rgb, scene.depth, q.question, q.answer, q.boxes
 
-Boxes here are in pixels of the rendered image; convert them with ``sifthinker.geometry``.
+Boxes here are in pixels of the rendered image; convert them with ``sifthinker.method.geometry``.
+
+May import ``sifthinker.method`` and ``sifthinker.names``.
 """
 
 from .generate import derive_seed, generate_scene

@@ -7,7 +7,7 @@ just ended, was larger (its clients are sending their next requests), it waits u
 ``max_batch_wait_ms`` for them. The batch is left-padded (:func:`collate`, the same layout the processor
 gives a batch) and generated in one ``model.generate`` call, with the decoding settings of
 :func:`sifthinker.model.inference.generate`, so each row's text equals the unbatched greedy generation
-(``tests/test_serving_batching.py`` checks it).
+(``tests/serving/test_serving_batching.py`` checks it).
 
 One stopping criterion (:class:`_Rows`) watches every row after each token: it records the row's tokens
 (streamed requests get their text deltas from it), and ends a row at its own ``max_tokens``, at a stop

@@ -7,7 +7,7 @@ resolved when deploying), so a later promotion does not silently change a runnin
 roll forward, or ``--canary PERCENT`` to send part of the traffic to the new version first.
 
 Validation needs nothing beside the repository: the typed models always check it; with ``CRD_DIR`` set
-it is also checked against the CRD schema (:mod:`sifthinker.k8s`), and with ``apply=True`` by the cluster
+it is also checked against the CRD schema (:mod:`sifthinker.cluster.crds`), and with ``apply=True`` by the cluster
 (a server-side dry run) before the real create or patch, done with the Kubernetes client
 (:mod:`sifthinker.serving.kube`), which then waits for the service to be Ready and reports its URL.
 :class:`DeployResult` says what ran, in one line.
@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 import yaml
 
-from sifthinker import k8s
-from sifthinker.config import RunConfig
+from sifthinker.cluster import crds
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Env
 from sifthinker.serving.manifest import (  # noqa: F401  (re-exported: the stage's public names)
     ANNOTATION_PREFIX,
@@ -101,18 +101,18 @@ CLUSTER_VALIDATION = "and by the cluster (server-side dry run)"
 
 
 def validate_manifest(manifest: dict) -> str:
-    """Validate a rendered InferenceService; returns the line saying how. Raises ``k8s.ValidationError``.
+    """Validate a rendered InferenceService; returns the line saying how. Raises ``crds.ValidationError``.
 
     With ``CRD_DIR`` set: the CRD schema. Without: the typed models built it (required fields), plus the
     checks they do not make (metadata names, resource quantities), so nothing beside the repo is needed.
     """
-    folder = k8s.crd_dir()
+    folder = crds.crd_dir()
     if folder is not None:
-        k8s.validate(manifest, folder)
+        crds.validate(manifest, folder)
         return f"validated against the CRD schema in {folder}"
-    probs = k8s.metadata_violations(manifest) + k8s.quantity_violations(manifest)
+    probs = crds.metadata_violations(manifest) + crds.quantity_violations(manifest)
     if probs:
-        raise k8s.ValidationError(f"{KIND}/{manifest['metadata'].get('name', '?')}", probs, "KServe's typed models")
+        raise crds.ValidationError(f"{KIND}/{manifest['metadata'].get('name', '?')}", probs, "KServe's typed models")
     return f"{TYPED_VALIDATION} {CRD_HINT}"
 
 
@@ -146,9 +146,9 @@ def deploy(
         api = api_client()  # before any work: --apply without a cluster configuration cannot succeed
     problem = None
     if model_uri.startswith("models:/"):
-        from sifthinker import registry
+        from sifthinker.registry import model_versions
 
-        mv = registry.get_version(cfg, model_uri)  # RegistryError: one line naming the store
+        mv = model_versions.get_version(cfg, model_uri)  # RegistryError: one line naming the store
         source = mv.source
         storage_uri = storage_uri_for(cfg, source)
         if storage_uri is None and not _cluster_reachable(cfg.tracking_uri):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Env
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -207,11 +207,11 @@ def render_inference_service(
     the native container pull ``models:/NAME/V`` from ``cfg.tracking_uri`` itself. ``warning`` is recorded as
     the ``sifthinker.io/warning`` annotation.
     """
-    from sifthinker import k8s
+    from sifthinker.cluster import crds
 
     try:
         isvc = build_inference_service(cfg, storage_uri, model_version, source=source, warning=warning,
                                        runtime=runtime, canary=canary)
     except ValueError as e:  # a required field the recipe left empty
-        raise k8s.ValidationError(f"{KIND}/{cfg.serving.name}", [str(e)], "KServe's typed models") from e
+        raise crds.ValidationError(f"{KIND}/{cfg.serving.name}", [str(e)], "KServe's typed models") from e
     return to_manifest(isvc)

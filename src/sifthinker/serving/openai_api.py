@@ -12,7 +12,7 @@ Request (``POST /openai/v1/chat/completions``)::
 * One user message (single turn; the SIF prompt is fixed, so system, assistant and tool messages are
   refused); images as ``data:`` URLs (PNG, JPEG, WebP), counted by :func:`request.split_images`.
 * The question is the text parts with the SIF instruction and the image labels stripped, so a client may
-  send the plain question or the full prompt of :func:`sifthinker.prompts.prompt_text`.
+  send the plain question or the full prompt of :func:`sifthinker.method.prompts.prompt_text`.
 * Supported: ``max_tokens`` / ``max_completion_tokens`` (default ``serving.max_new_tokens``),
   ``temperature`` (default 0: greedy), ``stream`` with ``stream_options.include_usage``, ``n`` = 1,
   ``user``, and the extension ``sif.draw``. OpenAI parameters this server does not implement are
@@ -32,7 +32,7 @@ from typing import Any
 
 from PIL import Image
 
-from sifthinker.prompts import INSTRUCTION
+from sifthinker.method.prompts import INSTRUCTION
 from sifthinker.serving import request as rq
 from sifthinker.serving.errors import RequestError, short
 from sifthinker.serving.images import (  # noqa: F401  (re-exported: clients and tests build requests here)

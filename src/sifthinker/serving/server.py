@@ -37,7 +37,7 @@ from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING  # noqa: E402
 from kserve.errors import InvalidInput  # noqa: E402
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
 
-from sifthinker.config import RunConfig  # noqa: E402
+from sifthinker.config.run_config import RunConfig  # noqa: E402
 from sifthinker.serving.kserve_protocol import V2_INPUTS, V2_OUTPUTS  # noqa: E402
 from sifthinker.serving.limits import Limits  # noqa: E402
 from sifthinker.serving.observe import Guard, Metrics  # noqa: E402
@@ -193,7 +193,7 @@ def build_service(cfg: RunConfig, model_dir: str | Path | None, name: str, alias
                   max_new_tokens: int | None = None, predictor_url: str | None = None,
                   predictor_model: str | None = None) -> Service:
     """The backend (local model, or the remote predictor when ``predictor_url``) behind a Service."""
-    from sifthinker.depth_providers import make_depth_provider
+    from sifthinker.data.depth_providers import make_depth_provider
 
     limits = Limits.from_config(cfg.serving, max_new_tokens)
     metrics = Metrics.get()

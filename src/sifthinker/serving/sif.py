@@ -2,7 +2,7 @@
 (on request) the image with the focus boxes drawn.
 
 Boxes in the trace are per-axis normalised (spec section 6); ``bbox_px`` is the same box in pixels of
-the first RGB image of the request, converted by :func:`sifthinker.geometry.from_norm` (the one place
+the first RGB image of the request, converted by :func:`sifthinker.method.geometry.from_norm` (the one place
 conversions happen). A trace that is not valid SIF has ``trace: null`` and its ``problems`` listed; its
 answer is what the lenient extractor recovers.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 from PIL import Image
 
-from sifthinker import trace as sif
-from sifthinker.geometry import Frame, from_norm
+from sifthinker.method import trace as sif
+from sifthinker.method.geometry import Frame, from_norm
 
 
 def sif_summary(text: str, image_size: tuple[int, int] | None = None) -> dict:
@@ -57,8 +57,8 @@ def sif_object(text: str, image: Image.Image | None = None, depth_image: Image.I
     with the focus boxes drawn, as a PNG data URL."""
     out = sif_summary(text, image.size if image is not None else None)
     if draw and image is not None:
+        from sifthinker.method.visualize import draw_trace
         from sifthinker.serving.images import data_url
-        from sifthinker.visualize import draw_trace
 
         out["drawing"] = data_url(draw_trace(image, text, depth_image=depth_image))
     return out

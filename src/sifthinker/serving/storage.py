@@ -1,7 +1,7 @@
 """Model folders from object storage: ``s3://bucket/prefix`` downloaded once into a local cache.
 
-(``models:/`` URIs and local folders are :func:`sifthinker.registry.resolve`'s.) The client, its endpoint
-(MinIO, moto) and credentials are :mod:`sifthinker.s3_endpoint`'s, as for every other S3 reader. A download goes to a temporary folder renamed into place when complete, so an interrupted one is
+(``models:/`` URIs and local folders are :func:`sifthinker.registry.model_versions.resolve`'s.) The client, its endpoint
+(MinIO, moto) and credentials are :mod:`sifthinker.storage.s3_endpoint`'s, as for every other S3 reader. A download goes to a temporary folder renamed into place when complete, so an interrupted one is
 never served.
 """
 
@@ -31,7 +31,7 @@ def fetch_s3(uri: str, cache_dir: str | Path) -> Path:
     target = Path(cache_dir) / "s3" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
     if (target / _COMPLETE).is_file():
         return target
-    from sifthinker import s3_endpoint
+    from sifthinker.storage import s3_endpoint
 
     s3 = s3_endpoint.client()
     target.parent.mkdir(parents=True, exist_ok=True)

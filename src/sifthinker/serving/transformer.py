@@ -5,7 +5,7 @@ serving the merged model (OpenAI routes at ``/openai/v1``), and ``sifthinker ser
 runs in front of it as the KServe transformer. Requests reach the transformer on the same routes as the
 native predictor, with the same parsing, limits, depth provider, ``sif`` object and drawing
 (:class:`~sifthinker.serving.service.Service`); only generation is forwarded, as one chat-completions
-request carrying the full SIF prompt of :func:`sifthinker.prompts.chat_messages` with every RGB image then
+request carrying the full SIF prompt of :func:`sifthinker.method.prompts.chat_messages` with every RGB image then
 every depth image as PNG data URLs (exactly what the model was trained on), greedy unless asked.
 
 A request the predictor refuses (4xx) is refused with its message and status; an unreachable or failing
@@ -20,7 +20,7 @@ import json
 import time
 from typing import Any
 
-from sifthinker.prompts import chat_messages
+from sifthinker.method.prompts import chat_messages
 from sifthinker.serving.batcher import Result
 from sifthinker.serving.errors import RequestError, limit_error
 from sifthinker.serving.images import data_url

@@ -4,6 +4,9 @@
     run_grpo(cfg, train_dir, model_dir, out_dir) -> TrainResult
 
 Names are resolved lazily, so `import sifthinker.training` does not import torch/transformers/TRL.
+
+May import ``sifthinker.cluster``, ``config``, ``data``, ``method``, ``model``, ``registry``, ``rewards``,
+``runtime``, ``storage`` and ``names``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from sifthinker import events
+from sifthinker.runtime import events
 
 log = logging.getLogger(__name__)
 

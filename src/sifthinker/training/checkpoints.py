@@ -29,9 +29,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from sifthinker import remote
-from sifthinker.progress import restore_sqlite, snapshot_sqlite
-from sifthinker.storage import is_s3
+from sifthinker.rewards.progress import restore_sqlite, snapshot_sqlite
+from sifthinker.storage import remote
+from sifthinker.storage.locations import is_s3
 
 log = logging.getLogger(__name__)
 

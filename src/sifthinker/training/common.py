@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import LoraConfig
+from sifthinker.config.model_config import LoraConfig
 from sifthinker.training.ranks import in_distributed_launch
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def outside_zero3() -> Iterator[None]:
     transformers loads every model under ``deepspeed.zero.Init`` while a ZeRO-3 TrainingArguments
     exists: each parameter is partitioned with a broadcast to all ranks. Called on rank 0 alone (the
     LoRA merge after training), that broadcast waits for ranks that never come: found hanging forever
-    on the first ZeRO-3 + LoRA run (tests/test_deepspeed.py).
+    on the first ZeRO-3 + LoRA run (tests/training/test_deepspeed.py).
     """
     from transformers.integrations import deepspeed as hf_ds
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sifthinker.data import build
-from sifthinker.prompts import INSTRUCTION, chat_messages, question_from_prompt
+from sifthinker.method.prompts import INSTRUCTION, chat_messages, question_from_prompt
 
 if TYPE_CHECKING:
     from datasets import Dataset

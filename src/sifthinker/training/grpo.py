@@ -2,7 +2,7 @@
 
 R = w_format r_format + w_answer r_answer + w_box r_box + w_depth r_depth, weights from the recipe
 (`grpo.reward_weights`, TRL's `reward_weights`). The answer reward's progress term goes through a
-:class:`~sifthinker.progress.ProgressExchange`: whole-group means gathered across ranks, kept by rank 0
+:class:`~sifthinker.rewards.progress.ProgressExchange`: whole-group means gathered across ranks, kept by rank 0
 in the SQLite store at `grpo.progress_store`, copied into every checkpoint (spec defect P2). Free-form
 answers go to the recipe's judge (`grpo.judge`). `parity: original` builds the original's rewards and
 store rules and (through `grpo.prompt_images: rgb`) its RGB-only prompt.
@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import REWARDS, Stage
 from sifthinker.training.checkpoints import CheckpointPlan, run_key
 from sifthinker.training.common import TrainResult, device_flags, load_model_checkpoint, peft_config
@@ -46,7 +46,7 @@ def reward_setup(cfg: RunConfig, store: Any = None, judge: Any = None,
     A component missing from `grpo.reward_weights` gets weight 0 and is not computed. `parity: original`
     builds the original code's rewards.
     """
-    from sifthinker.rewards import get_reward_funcs
+    from sifthinker.rewards.reward_funcs import get_reward_funcs
 
     weights = dict(cfg.grpo.reward_weights)
     unknown = sorted(set(weights) - set(REWARDS))
@@ -61,7 +61,7 @@ def reward_setup(cfg: RunConfig, store: Any = None, judge: Any = None,
 
 def progress_exchange(cfg: RunConfig) -> Any:
     """The answer reward's progress bookkeeping: the SQLite store on rank 0, nothing on the others."""
-    from sifthinker.progress import ProgressExchange, SQLiteProgressStore
+    from sifthinker.rewards.progress import ProgressExchange, SQLiteProgressStore
 
     store = SQLiteProgressStore(cfg.path(cfg.grpo.progress_store)) if is_main_process() else None
     return ProgressExchange(store, original=cfg.original)
@@ -200,7 +200,7 @@ class GRPOStage(TrainingStage):
                                       {PROGRESS_FILE: cfg.path(g.progress_store)})
 
     def trainer(self, cfg, model, processor, dataset, work_dir, callbacks, overrides):
-        from sifthinker.judge import judge_from_config
+        from sifthinker.rewards.judge import judge_from_config
 
         funcs, weights = reward_setup(cfg, judge=judge_from_config(cfg.grpo.judge), exchange=progress_exchange(cfg))
         funcs[0] = with_sample_columns(funcs[0])  # one function hands TRL the sample tables' columns

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import TRAINING_STAGES, Env
 from sifthinker.training.common import TrainResult
 from sifthinker.training.deepspeed_config import cpu_env

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sifthinker.config import ConfigError, RunConfig
+from sifthinker.config.run_config import RunConfig
+from sifthinker.config.schema import ConfigError
 from sifthinker.data.build import RECORDS_FILE
 from sifthinker.training.ranks import processes_to_launch, world_size
 
@@ -70,7 +71,7 @@ def check_grpo(cfg: RunConfig, nproc: int) -> list[str]:
 
 
 # TRL 1.16's supported vLLM range (trl/import_utils.py, is_vllm_available, where it is only a warning);
-# tests/test_deepspeed.py checks the installed TRL still names it, so a TRL upgrade cannot leave it stale.
+# tests/training/test_deepspeed.py checks the installed TRL still names it, so a TRL upgrade cannot leave it stale.
 TRL_VLLM_RANGE = ("0.22.0", "0.31.0")
 
 

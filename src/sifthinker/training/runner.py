@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
-from sifthinker.disk_space import is_disk_full
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Stage
+from sifthinker.storage.disk_space import is_disk_full
 from sifthinker.training.callbacks import MetricsCallback
 from sifthinker.training.checkpoints import CheckpointCallback, CheckpointPlan
 from sifthinker.training.common import TrainResult, train_and_save
@@ -69,7 +69,7 @@ class TrainingStage:
 @contextlib.contextmanager
 def _stage_run(cfg: RunConfig, stage: Stage, params: dict[str, Any]) -> Iterator[str | None]:
     """The stage's MLflow run on rank 0 (yields its id); nothing on the other ranks (yields None)."""
-    from sifthinker import tracking
+    from sifthinker.registry import tracking
 
     if not is_main_process():
         yield None
@@ -86,9 +86,9 @@ def run_stage(stage: TrainingStage, cfg: RunConfig, train_dir: Path | str, model
     returns rank 0's result; otherwise it trains here. ``max_steps`` (tests, smoke runs) caps the steps.
     With ``platform.nodes > 1`` or ``platform.train_job.enabled`` it trains as a Kubeflow TrainJob instead.
     """
-    # -- TrainJob dispatch (sifthinker.trainjob): multi-node training runs in the Trainer's pods, not here.
+    # -- TrainJob dispatch (sifthinker.training.trainjob): multi-node training runs in the Trainer's pods, not here.
     if cfg.platform.uses_train_job:
-        from sifthinker.trainjob import run_as_trainjob
+        from sifthinker.training.trainjob import run_as_trainjob
 
         return run_as_trainjob(stage.name, cfg, Path(train_dir), model_dir, Path(out_dir), max_steps=max_steps)
     # -- end of TrainJob dispatch
@@ -121,7 +121,7 @@ def _disk_full(e: BaseException, plan: CheckpointPlan, model: Any) -> Exception:
     """A full disk while checkpointing (or saving the model): one line with the folder and the space a
     checkpoint takes (the last complete one's size; else weights + two Adam moments). The checkpoint cut
     short has no marker, so the rerun resumes from the one before."""
-    from sifthinker.disk_space import disk_full, folder_bytes
+    from sifthinker.storage.disk_space import disk_full, folder_bytes
 
     last = plan.latest_local()
     need = folder_bytes(last) if last is not None else 3 * sum(p.numel() * p.element_size() for p in model.parameters())

@@ -3,7 +3,7 @@
 TRL keeps the last generation batch's prompts, completions, per-reward scores and advantages
 (gathered from every rank) in ``trainer._logs``; :func:`with_sample_columns` adds the row's image path,
 id and GT boxes to it (through the ``log_extra`` hook TRL gives reward functions), so a sample can be
-drawn on its own image with :func:`sifthinker.visualize.draw_trace`. Artifacts:
+drawn on its own image with :func:`sifthinker.method.visualize.draw_trace`. Artifacts:
 ``samples/step_<N>.json`` (an MLflow table) and ``samples/step_<N>/<i>.png``.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from sifthinker.prompts import INSTRUCTION
-from sifthinker.reward_inputs import completion_text, content_text
+from sifthinker.method.prompts import INSTRUCTION
+from sifthinker.rewards.inputs import completion_text, content_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def sample_rows(logs: dict[str, Any], n: int) -> list[dict[str, Any]]:
 def _draw(row: dict[str, Any], path: Path) -> str | None:
     from PIL import Image
 
-    from sifthinker.visualize import save_trace_png
+    from sifthinker.method.visualize import save_trace_png
 
     if not row.get("image"):
         return None

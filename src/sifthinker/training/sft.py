@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.names import Stage
 from sifthinker.training.checkpoints import CheckpointPlan, run_key
 from sifthinker.training.common import TrainResult, device_flags, peft_config, with_checkpoint_loading

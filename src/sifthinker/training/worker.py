@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sifthinker.config import RunConfig
+from sifthinker.config.run_config import RunConfig
 from sifthinker.training.grpo import GRPO
 from sifthinker.training.ranks import is_main_process
 from sifthinker.training.runner import run_in_process

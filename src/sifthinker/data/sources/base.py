@@ -133,7 +133,7 @@ def input_file(spec: SourceSpec, what: str) -> tuple[Path, str]:
     """
     uri = str(spec.input)
     if uri.startswith("s3://"):
-        from sifthinker.storage import StorageError, localize
+        from sifthinker.storage.locations import StorageError, localize
 
         cache = Path(spec.option("cache_dir") or Path.home() / ".cache" / "sifthinker" / "data")
         try:
@@ -252,7 +252,7 @@ class Locator:
         for root in self.roots:
             for cand in [v for r in (rel, *extra) for v in self._variants(r)]:
                 if root.startswith("s3://"):
-                    from sifthinker.storage import fetch_object
+                    from sifthinker.storage.locations import fetch_object
 
                     got = fetch_object(f"{root}/{cand}", self.cache_dir)
                     if got is not None:

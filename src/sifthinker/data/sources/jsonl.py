@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sifthinker.answers import ANSWER_TYPES, infer_answer_type
 from sifthinker.data.sources.base import (
     Entry,
     FileSource,
@@ -33,7 +32,8 @@ from sifthinker.data.sources.base import (
     image_size,
     text,
 )
-from sifthinker.depth import load_depth_map
+from sifthinker.method.answers import ANSWER_TYPES, infer_answer_type
+from sifthinker.method.depth import load_depth_map
 
 
 def read_lines(path: Path, what: str) -> Iterator[tuple[int, object]]:

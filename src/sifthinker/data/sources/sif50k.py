@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sifthinker import trace as sif_trace
-from sifthinker.answers import infer_answer_type
 from sifthinker.data.sources.base import (
     Entry,
     FileSource,
@@ -27,6 +25,8 @@ from sifthinker.data.sources.base import (
     read_json,
     text,
 )
+from sifthinker.method import trace as sif_trace
+from sifthinker.method.answers import infer_answer_type
 
 
 def _norm_boxes(nsr: object) -> list[list[float]]:

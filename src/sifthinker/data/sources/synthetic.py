@@ -18,7 +18,7 @@ def synthetic_item(seed: int, i: int, width: int = 320, height: int = 240):
     """Item ``i`` of ``sifthinker.scenes.generate_items(n, seed)``, made on its own.
 
     Item i's category and answer-class target depend only on i, so a worker can make items i..j without
-    the ones before them (tests/test_data_sources.py checks it against ``generate_items``).
+    the ones before them (tests/data/test_data_sources.py checks it against ``generate_items``).
     """
     cats = list(CATEGORIES)
     cat = cats[i % len(cats)]

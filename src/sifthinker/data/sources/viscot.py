@@ -24,7 +24,6 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
-from sifthinker.answers import infer_answer_type
 from sifthinker.data.sources.base import (
     Entry,
     FileSource,
@@ -39,6 +38,7 @@ from sifthinker.data.sources.base import (
     read_json,
     text,
 )
+from sifthinker.method.answers import infer_answer_type
 
 EXCLUDED_SUBSETS = ("docvqa", "dude", "textvqa", "sroie", "infographicsvqa", "textcap")
 BOX_FRAMES = ("pixel", "padded")
@@ -146,7 +146,10 @@ class VisCoTSource(FileSource):
         elif pixel is not None and len(norm) == 1:
             boxes = [pixel]
         else:
-            from sifthinker.geometry import Frame, to_norm  # here: it imports scipy (1-2 s per build worker)
+            from sifthinker.method.geometry import (  # here: it imports scipy (1-2 s per build worker)
+                Frame,
+                to_norm,
+            )
 
             boxes = [[v * s for v, s in zip(to_norm(tuple(b), Frame.VISCOT_SQUARE, w, h), (w, h, w, h), strict=True)]
                      for b in norm]

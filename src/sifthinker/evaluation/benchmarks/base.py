@@ -7,7 +7,7 @@ published files into these items; scoring, caching, prompts and reports are shar
 
 A benchmark is an object with ``name``, ``load(root, limit) -> list[Item]`` (``root`` a local folder
 holding the published files), ``prompt(item) -> str`` (the question text the model gets; the SIF
-instruction is added by :mod:`sifthinker.prompts`) and ``score(items, responses, scoring) ->
+instruction is added by :mod:`sifthinker.method.prompts`) and ``score(items, responses, scoring) ->
 BenchmarkScore``. Scoring is ``strict`` (the project's default) or ``original`` (defects E1-E6 of the
 method spec, for comparison); the result says which.
 """

@@ -21,7 +21,7 @@ exactly the published numbers). ``limit``: whole images are taken in turn from e
 are ``limit`` items (the last image may be cut), so a short run still covers every subset.
 
 Prompt: ``Locate every {label} in the image. Output the bounding boxes of all of them in the last
-<area>.`` (the SIF instruction is added by :mod:`sifthinker.prompts`).
+<area>.`` (the SIF instruction is added by :mod:`sifthinker.method.prompts`).
 
 Scoring: the response's boxes (per-axis normalised) are clipped to the image and converted to pixel
 x, y, w, h with the image's width and height; a box that is inverted or empty after clipping becomes a
@@ -42,10 +42,10 @@ right at IoU >= 0.5 (every ground-truth box matched one to one, nothing extra; a
 ``n``, ``format_failures``, ``skipped`` (0). The two modes read the boxes differently:
 
 * ``strict``: the last ``<area>`` as written: the text from the last ``<area>`` tag to the first
-  ``</area>`` after it, read by :func:`sifthinker.trace.extract_areas`; ``[]`` there means "none" (no
+  ``</area>`` after it, read by :func:`sifthinker.method.trace.extract_areas`; ``[]`` there means "none" (no
   detections, not a failure). No ``<area>``, no closing tag or content that does not parse is a format
   failure, with no detections.
-* ``original``: the last parseable ``<area>`` anywhere (:func:`sifthinker.trace.extract_areas`, which
+* ``original``: the last parseable ``<area>`` anywhere (:func:`sifthinker.method.trace.extract_areas`, which
   skips broken and empty ones); a failure only when none parses.
 
 So they differ exactly on a response whose last area is broken (or ``[]``) after a parseable one.
@@ -62,11 +62,11 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from sifthinker import trace as sif_trace
 from sifthinker.evaluation.benchmarks.base import BenchmarkScore, Item, ItemResult, Scoring, wilson
 from sifthinker.evaluation.benchmarks.parsing import require_responses
 from sifthinker.evaluation.nms_ap import nms_ap
-from sifthinker.geometry import Frame, box_iou, clip_box, from_norm
+from sifthinker.method import trace as sif_trace
+from sifthinker.method.geometry import Frame, box_iou, clip_box, from_norm
 
 __all__ = ["BENCHMARK", "PROMPT", "SUBSETS", "OVDEval", "read_boxes"]
 

@@ -6,7 +6,7 @@ Strict parsing (the project's default scoring):
   means exactly one ``<answer>`` and one ``</answer>`` tag, written exactly so, in that order, with no
   other SIF tag (``think``/``area``/``text``) inside and non-blank content. Two answer blocks are
   ambiguous, a truncated block has no answer, and a tag variant such as ``<Answer>`` is not the format.
-  Only the answer block is judged here; the validity of the whole trace is :func:`sifthinker.trace.validate`'s.
+  Only the answer block is judged here; the validity of the whole trace is :func:`sifthinker.method.trace.validate`'s.
 * :func:`parse_option`: the option letter an answer names: ``(B)``, ``B``, ``B.``, ``B)``, ``(B).`` (any case),
   exactly one choice's text (case, surrounding space and one final full stop ignored), or a marked letter
   followed by that same choice's text (``(B) red``, ``B. red``). Anything else, including a bare

@@ -13,7 +13,7 @@ playground/data/coco/train2014``, keeping only the name's last component) the im
 are relative to ``root``. A missing image fails the load, naming the paths tried.
 
 Prompt: ``Please provide the bounding box coordinate of the region this sentence describes:
-{expression}.`` (the SIF instruction is added by :mod:`sifthinker.prompts`).
+{expression}.`` (the SIF instruction is added by :mod:`sifthinker.method.prompts`).
 
 Scoring: IoU of one predicted box with the item's pixel box; Acc@0.5 counts IoU > 0.5 (strictly, as the
 original ``calculation.py`` does). Metrics: ``overall`` (Acc@0.5 over all items), ``category/<split>``,
@@ -21,7 +21,7 @@ original ``calculation.py`` does). Metrics: ``overall`` (Acc@0.5 over all items)
 The two modes read and place the box differently:
 
 * ``strict``: the last ``<area>`` as written: the text from the last ``<area>`` tag to the first
-  ``</area>`` after it, read by :func:`sifthinker.trace.extract_areas` (a JSON list of boxes or a lone
+  ``</area>`` after it, read by :func:`sifthinker.method.trace.extract_areas` (a JSON list of boxes or a lone
   box, each with a 4-number ``bbox_2d`` and a numeric ``depth``; ranges not checked). No closing tag,
   broken JSON or a malformed box is a format failure (IoU 0). The first box is the prediction, per-axis
   normalised: pixels = (x * W, y * H) with the item's own ``width``/``height`` (spec E6 fixed).
@@ -30,7 +30,7 @@ The two modes read and place the box differently:
   not needed); exactly one box, else wrong (with no box the script's ``[-1][0]`` fails; with several its
   merging code indexes areas as boxes and fails in practice); the box's first four numbers are read as
   normalised on the square canvas of side ``max(W, H)`` on which the image is centred (E6), i.e.
-  :data:`~sifthinker.geometry.Frame.VISCOT_SQUARE` with ``pad="center"``. ``calculation.py`` instead
+  :data:`~sifthinker.method.geometry.Frame.VISCOT_SQUARE` with ``pad="center"``. ``calculation.py`` instead
   shifts the ground truth onto that canvas; IoU does not change under a shared shift, so the numbers
   agree. An inverted predicted box scores IoU 0 here (torchvision's ``box_iou`` can give a spurious value).
 
@@ -48,10 +48,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sifthinker import trace as sif_trace
 from sifthinker.evaluation.benchmarks.base import BenchmarkScore, Item, ItemResult, Scoring
 from sifthinker.evaluation.benchmarks.parsing import Unit, require_responses, summarize
-from sifthinker.geometry import Frame, box_iou, convert, from_norm
+from sifthinker.method import trace as sif_trace
+from sifthinker.method.geometry import Frame, box_iou, convert, from_norm
 
 __all__ = ["BENCHMARK", "PROMPT", "SPLITS", "RefCOCO", "predicted_box"]
 

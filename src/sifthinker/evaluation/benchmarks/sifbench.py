@@ -11,7 +11,7 @@ model the record's own depth image rather than one from a depth provider), ``ans
 ``candidates`` when present, and ``data_dir``, the absolute folder loaded, because ``score`` gets no
 root and needs the depth maps.
 
-Prompt: the question itself (the SIF instruction is added by :mod:`sifthinker.prompts`).
+Prompt: the question itself (the SIF instruction is added by :mod:`sifthinker.method.prompts`).
 
 Scoring reuses :mod:`sifthinker.evaluation.metrics` item by item (each item is turned back into the
 record fields ``score_item`` reads; GT boxes back to per-axis normalised coordinates): answer score with
@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 
 from sifthinker.data.build import load_records
-from sifthinker.depth import load_depth_map
 from sifthinker.evaluation.benchmarks.base import BenchmarkScore, Item, ItemResult, Scoring, wilson
 from sifthinker.evaluation.benchmarks.parsing import require_responses
 from sifthinker.evaluation.metrics import ItemScore, aggregate, gt_boxes, score_item
-from sifthinker.geometry import Frame, from_norm, to_norm
+from sifthinker.method.depth import load_depth_map
+from sifthinker.method.geometry import Frame, from_norm, to_norm
 
 __all__ = ["BENCHMARK", "SIFBench"]
 
