@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from sifthinker.config.run_config import RunConfig
-from sifthinker.config.schema import ConfigError, describe_fields
+from sifthinker.config.run_config import RunConfig, describe_fields
+from sifthinker.config.schema import ConfigError
 
 RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml"))
 

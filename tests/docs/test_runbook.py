@@ -97,7 +97,7 @@ def test_a_wrong_command_is_caught():
 
 def test_the_files_and_overlays_the_runbook_names_exist():
     text = RUNBOOK.read_text()
-    for rel in set(re.findall(r"\b((?:recipes|manifests|images|docs|pipelines)/[\w./-]+[\w/])", text)):
+    for rel in set(re.findall(r"(?<![\w/])((?:recipes|manifests|images|docs|pipelines)/[\w./-]+[\w/])", text)):
         assert (REPO / rel).exists(), rel
     for block in shell_blocks(text):
         for overlay in re.findall(r"kubectl apply -k (\S+)", block):
