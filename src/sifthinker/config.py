@@ -217,6 +217,11 @@ class ServingConfig:
     max_tokens_limit: int = _f(4096, "Largest max_tokens a request may ask for.", ge=1)
     request_timeout_s: float = _f(300.0, "Seconds from arrival until a request is abandoned (408), generation "
                                          "included.", gt=0)
+    retry_after_s: float = _f(5.0, "Retry-After (seconds) of every 503 and 429: the model not ready or shutting "
+                                   "down, the predictor unavailable, the queue full.", gt=0)
+    predictor_probe_s: float = _f(5.0, "SIF transformer: while requests are in flight, the predictor's OpenAI "
+                                       "/models is probed this often, each probe given this long; a failed probe "
+                                       "(a hung or dead predictor) answers them 503. Readiness probes it too.", gt=0)
     image_url_allow: list[str] = _f(help="URL prefixes the server may fetch images from (https://bucket/...); "
                                          "empty: images only as data: URLs, the server never fetches.",
                                     factory=list)
