@@ -31,6 +31,7 @@ from sifthinker.platform_config import (  # noqa: F401 (the platform section, re
     _SUBDOMAIN,
     GPUConfig,
     PlatformConfig,
+    RetryConfig,
     SecretEnv,
     StepResources,
     Toleration,
