@@ -1,5 +1,6 @@
 """Step retries as a recipe setting (``platform.retry``): the compiled pipeline's YAML carries each step's
-count and the backoff, the defaults stay STEP_POLICY's, bad settings are one ConfigError."""
+count and the backoff, the defaults stay STEP_POLICY's, bad settings are one ConfigError; and MLflow
+artifact uploads (the trained model) ride out a tracking-server error with backoff."""
 
 from __future__ import annotations
 
@@ -61,3 +62,34 @@ def test_bad_retry_settings_are_one_config_error(tmp_path):
     with pytest.raises(ValueError, match="backoff_seconds"):
         RunConfig.from_dict({"platform": {"retry": {"backoff_seconds": 0}}})
 
+
+# ---- MLflow calls at the end of a training step ------------------------------------------------------------
+def test_a_tracking_call_is_retried_with_backoff_then_fails_with_one_line(monkeypatch):
+    import mlflow
+
+    from sifthinker.serving.process import free_port
+    from sifthinker.tracking_retry import TrackingRetryError, retrying
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the server is down
+    waits: list[float] = []
+    with pytest.raises(TrackingRetryError) as e:
+        retrying("uploading /m to MLflow", lambda: mlflow.MlflowClient(uri).log_metric("0" * 32, "loss", 1.0),
+                 budget_s=20, sleep=waits.append)
+    assert waits and waits == [1.0, 2.0, 4.0, 8.0, 16.0][:len(waits)]  # backoff doubling, within the budget
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("uploading /m to MLflow failed ")
+    assert "registry.tracking_outage_s = 20 s" in msg and "127.0.0.1" in msg
+
+
+def test_a_refusal_is_not_retried(mlflow_server):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from sifthinker.tracking_retry import retrying
+
+    waits: list[float] = []
+    with pytest.raises(MlflowException):  # no such run: the server's 404, the same on every try
+        retrying("logging", lambda: mlflow.MlflowClient(mlflow_server.uri).log_metric("f" * 32, "loss", 1.0),
+                 budget_s=60, sleep=waits.append)
+    assert waits == []

@@ -185,6 +185,9 @@ class RegistryConfig:
                                    nonempty=True)
     experiment: str = _f("sifthinker", "MLflow experiment of every stage's runs.", nonempty=True)
     model_name: str = _f("sifthinker", "Registered model name.", nonempty=True)
+    tracking_outage_s: float = _f(600.0, "How long a training step trains on while the tracking server takes no "
+                                         "metrics (they are kept and resent in order); past it the step "
+                                         "checkpoints and fails, and the rerun resumes.", gt=0)
 
 
 @dataclass
