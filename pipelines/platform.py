@@ -26,9 +26,10 @@ With a TrainJob (``platform.nodes > 1`` or ``platform.train_job.enabled``) sft a
 the TrainJob's pods (sifthinker.training.trainjob): their own steps only submit and wait, so they run on the CPU
 image without GPUs, holding no accelerator while they wait.
 
-``STEP_POLICY`` is each step's retries and caching (:func:`apply_policy`): steps whose failures are
-mostly transient (downloads, the MLflow server, the Kubernetes API, a preempted node) are retried with
-backoff; validate-data never is (its failure is a verdict on the data). Steps whose result depends on
+``STEP_POLICY`` is each step's default retries and caching (:func:`apply_policy`): steps whose failures
+are mostly transient (downloads, the MLflow server, the Kubernetes API, a preempted node) are retried with
+backoff; validate-data is not (its failure is a verdict on the data). The recipe's ``platform.retry``
+overrides the counts per step and sets the backoff (:func:`step_retries`). Steps whose result depends on
 more than their inputs (the gate reads the registry's current champion) or that have side effects
 (register, deploy) never answer from the cache.
 
@@ -53,12 +54,12 @@ SHM_VOLUME = "dshm"
 SHM_MOUNT = "/dev/shm"
 # An evaluate step's pod when eval.resources.gpus is set and its other fields are not (EvalResources' help).
 EVAL_DEFAULTS = {"cpu": "8", "memory": "64Gi", "shm_size": "16Gi"}
-# step -> (retries, use the cache); see the module docstring.
+# step -> (default retries, use the cache); see the module docstring. platform.retry.steps overrides retries.
 STEP_POLICY: dict[str, tuple[int, bool]] = {
     Stage.BUILD_DATA: (1, True), Stage.VALIDATE_DATA: (0, True), Stage.SFT: (1, True), Stage.GRPO_SIF: (1, True),
     Stage.EVALUATE: (2, True), Stage.GATE: (2, False), Stage.REGISTER: (2, False), Stage.DEPLOY: (2, False),
 }
-RETRY_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "3600s"}
+MAX_RETRIES = 20  # more is a typo or a loop that hides a real failure for days (with hour-long backoffs)
 
 
 def step_name(step: str) -> str:
@@ -149,12 +150,27 @@ def check_eval_budget(cfg: RunConfig) -> int:
     return cfg.eval.parallelism
 
 
-def apply_policy(task: PipelineTask, step: str, retries: bool = True) -> PipelineTask:
-    """Retries (with backoff; none when ``retries`` is False, as in local runs) and caching for ``step``."""
-    n, cache = STEP_POLICY[step_name(step)]
+def step_retries(cfg: RunConfig) -> dict[str, int]:
+    """Each step's retry count: STEP_POLICY's, overridden by ``platform.retry.steps``; a ConfigError names
+    an unknown step or a count outside 0..MAX_RETRIES."""
+    given = {step_name(k): v for k, v in cfg.platform.retry.steps.items()}
+    problems = [f"unknown step {k!r} (steps: {', '.join(STAGES)})" for k in given if k not in STAGES]
+    problems += [f"{k}: {v!r} is not a count from 0 to {MAX_RETRIES}" for k, v in given.items()
+                 if k in STAGES and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_RETRIES)]
+    if problems:
+        raise ConfigError(f"platform.retry.steps: {'; '.join(problems)}")
+    return {step: given.get(step, STEP_POLICY[step][0]) for step in STAGES}
+
+
+def apply_policy(task: PipelineTask, cfg: RunConfig, step: str, retries: bool = True) -> PipelineTask:
+    """Retries (with ``platform.retry``'s backoff; none when ``retries`` is False, as in local runs) and
+    caching for ``step``."""
+    r = cfg.platform.retry
+    n = step_retries(cfg)[step_name(step)]
     if retries and n:
-        task.set_retry(n, **RETRY_BACKOFF)
-    task.set_caching_options(cache)
+        task.set_retry(n, backoff_duration=f"{r.backoff_seconds}s", backoff_factor=float(r.backoff_factor),
+                       backoff_max_duration=f"{r.max_backoff_seconds}s")
+    task.set_caching_options(STEP_POLICY[step_name(step)][1])
     return task
 
 

@@ -11,7 +11,7 @@ they run.
 
 evaluate runs once per benchmark of ``cfg.eval.benchmarks`` (a ``dsl.ParallelFor`` running
 ``eval.parallelism`` at once; the gate collects their metrics). register and deploy run only inside ``dsl.If(gate == True)``: a failed gate ends the run cleanly.
-Every step gets its retries and caching from ``pipelines/platform.py`` (``STEP_POLICY``).
+Every step gets its retries and caching from ``pipelines/platform.py`` (``STEP_POLICY``, ``platform.retry``).
 
 The run parameters are typed and described in the pipeline function's signature and docstring (the
 compiled spec carries both); ``sifthinker pipeline submit -p key=value`` is checked against them.
@@ -78,6 +78,6 @@ def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
                  Stage.REGISTER: reg_task, Stage.DEPLOY: deploy_task}
         for step, task in tasks.items():
             apply_platform(task, cfg, step)
-            apply_policy(task, step, retries=retries)
+            apply_policy(task, cfg, step, retries=retries)
 
     return sifthinker_pipeline

@@ -298,7 +298,7 @@ def test_cli_compile(tmp_path):
 
 # ---- retries, caching, parameters, TrainJob profiles ------------------------------------------------------
 def test_every_step_has_its_retry_and_caching_policy(gpu):
-    from pipelines.platform import RETRY_BACKOFF, STEP_POLICY
+    from pipelines.platform import STEP_POLICY
 
     assert set(STEP_POLICY) == set(STAGES)
     for stage in STAGES:
@@ -306,7 +306,7 @@ def test_every_step_has_its_retry_and_caching_policy(gpu):
         task = gpu.task(stage)
         assert task["cachingOptions"].get("enableCache", False) is cache, stage
         if retries:
-            assert task["retryPolicy"] == {"maxRetryCount": retries, "backoffDuration": RETRY_BACKOFF["backoff_duration"],
+            assert task["retryPolicy"] == {"maxRetryCount": retries, "backoffDuration": "60s",
                                            "backoffFactor": 2.0, "backoffMaxDuration": "3600s"}, stage
         else:
             assert "retryPolicy" not in task, stage

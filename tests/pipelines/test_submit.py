@@ -163,7 +163,7 @@ def test_submit_uploads_the_compiled_spec_with_typed_parameters(kfp_api, monkeyp
     assert run["display_name"] == "first" and run["service_account"] == "sifthinker-pipeline"
     assert run["experiment_id"] == "exp-1" and kfp_api.experiments["exp-1"]["display_name"] == "sif-exp"
     sft = spec["root"]["dag"]["tasks"]["sft"]
-    assert sft["retryPolicy"]["maxRetryCount"] == 1 and sft["cachingOptions"]["enableCache"] is True
+    assert sft["retryPolicy"]["maxRetryCount"] == 3 and sft["cachingOptions"]["enableCache"] is True  # platform.retry
     assert {r["headers"].get("authorization") for r in kfp_api.requests} == {"Bearer id-token-1"}
     # a second run reuses the experiment and may replace the recipe from a file
     other = REPO / "recipes" / "qwen2.5-vl-3b-1gpu.yaml"

@@ -194,8 +194,10 @@ def test_a_full_queue_is_a_429_and_nothing_is_a_5xx(srv):
     statuses = sorted(r.status_code for r in codes)
     # 408: a request queued behind the others past the 1.5 s request timeout; never a 5xx
     assert set(statuses) <= {200, 408, 429} and 429 in statuses and 200 in statuses, statuses
-    err = next(r for r in codes if r.status_code == 429).json()["error"]
+    busy = next(r for r in codes if r.status_code == 429)
+    err = busy.json()["error"]
     assert err["limit"] == "max_queue" and err["type"] == "rate_limit_error"
+    assert busy.headers["Retry-After"] == "5"  # serving.retry_after_s
 
 
 def test_abandoned_requests_stop_generating_and_the_loop_stays_free(serving_server):

@@ -73,6 +73,18 @@ class TrainJobConfig:
 
 
 @dataclass
+class RetryConfig:
+    steps: dict[str, int] = _f(help="Times KFP retries a failed step, by step name (build-data, sft, ...); a step "
+                                    "not named keeps its default (pipelines/platform.py STEP_POLICY: 1 for "
+                                    "build-data, sft and grpo-sif, 2 for evaluate, gate, register and deploy, 0 "
+                                    "for validate-data). Each preemption of a training step uses one retry.",
+                               factory=dict)
+    backoff_seconds: int = _f(60, "Wait before a step's first retry.", ge=1)
+    backoff_factor: float = _f(2.0, "Each further retry of a step waits this many times longer.", ge=1)
+    max_backoff_seconds: int = _f(3600, "Longest wait before a retry.", ge=1)
+
+
+@dataclass
 class PlatformConfig:
     image: str = _f("ghcr.io/sifthinker/sifthinker:0.1.0", "Container image of CPU steps.", nonempty=True)
     gpu_image: str = _f("ghcr.io/sifthinker/sifthinker-train:0.1.0", "Container image of GPU steps.",
@@ -96,6 +108,8 @@ class PlatformConfig:
                                              "SIGKILL: enough to finish a step and write a checkpoint (7B full "
                                              "model + optimizer: minutes). Set on the TrainJob's pods and as "
                                              "torchrun's --shutdown_timeout (docs/reliability.md).", ge=1)
+    retry: RetryConfig = _f(help="KFP retries of the pipeline's steps, with exponential backoff (compiled into "
+                                 "each task's retryPolicy; local runs are not retried).", factory=RetryConfig)
     service_account: str | None = _f(None, "Service account the pipeline's pods run as (set on the KFP run); "
                                            "null: the KFP default.", pattern=_SUBDOMAIN)
 

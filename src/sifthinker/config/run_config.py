@@ -178,6 +178,9 @@ class RegistryConfig:
                                    nonempty=True)
     experiment: str = _f("sifthinker", "MLflow experiment of every stage's runs.", nonempty=True)
     model_name: str = _f("sifthinker", "Registered model name.", nonempty=True)
+    tracking_outage_s: float = _f(600.0, "How long a training step trains on while the tracking server takes no "
+                                         "metrics (they are kept and resent in order); past it the step "
+                                         "checkpoints and fails, and the rerun resumes.", gt=0)
 
 
 @dataclass
@@ -211,6 +214,11 @@ class ServingConfig:
     max_tokens_limit: int = _f(4096, "Largest max_tokens a request may ask for.", ge=1)
     request_timeout_s: float = _f(300.0, "Seconds from arrival until a request is abandoned (408), generation "
                                          "included.", gt=0)
+    retry_after_s: float = _f(5.0, "Retry-After (seconds) of every 503 and 429: the model not ready or shutting "
+                                   "down, the predictor unavailable, the queue full.", gt=0)
+    predictor_probe_s: float = _f(5.0, "SIF transformer: while requests are in flight, the predictor's OpenAI "
+                                       "/models is probed this often, each probe given this long; a failed probe "
+                                       "(a hung or dead predictor) answers them 503. Readiness probes it too.", gt=0)
     image_url_allow: list[str] = _f(help="URL prefixes the server may fetch images from (https://bucket/...); "
                                          "empty: images only as data: URLs, the server never fetches.",
                                     factory=list)

@@ -34,7 +34,7 @@ def configure(cfg: RunConfig) -> str:
     """Point mlflow at the run's tracking store and experiment; returns the experiment id."""
     import mlflow
 
-    from sifthinker.storage import s3_endpoint
+    from sifthinker.storage.locations import s3_endpoint
 
     s3_endpoint.export_for_mlflow()  # MLflow's S3 artifact client: the same endpoint as every other reader
     uri = cfg.tracking_uri
@@ -112,11 +112,20 @@ def stage_run(cfg: RunConfig, stage: str, params: dict | None = None, part: str 
     name = f"{stage}:{part}" if part else str(stage)
     status = "FAILED"
     try:
-        with mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags, parent_run_id=parent) as run:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags, parent_run_id=parent)
+        try:
             if params:
                 mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             yield run
+        except BaseException:
+            # The step's own error is the one to report: when the tracking server is what failed, ending the
+            # run fails too and would replace it (the run then stays RUNNING on the server).
+            with contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run("FINISHED")
         status = "FINISHED"
     finally:
         if parent:  # the parent's end time follows its latest stage
-            mlflow.MlflowClient().set_terminated(parent, status=status)
+            with contextlib.suppress(Exception) if status == "FAILED" else contextlib.nullcontext():
+                mlflow.MlflowClient().set_terminated(parent, status=status)

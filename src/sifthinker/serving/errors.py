@@ -8,6 +8,7 @@ refusal caused by a configured limit names the limit (``limit``: the ``serving.*
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 408: "timeout_error",
@@ -34,6 +35,11 @@ class RequestError(Exception):
         if self.limit:
             err["limit"] = self.limit
         return {"error": err}
+
+
+def retry_headers(status: int, retry_after_s: float) -> dict[str, str] | None:
+    """``Retry-After`` for a refusal that a later try can pass (429 busy, 503 not ready or predictor down)."""
+    return {"Retry-After": str(max(1, math.ceil(retry_after_s)))} if status in (429, 503) else None
 
 
 def limit_error(limit: str, message: str, status: int = 400, param: str | None = None) -> RequestError:

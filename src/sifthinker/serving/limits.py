@@ -31,6 +31,8 @@ class Limits:
     max_prompt_tokens: int = 8192
     max_tokens_limit: int = 4096
     request_timeout_s: float = 300.0
+    retry_after_s: float = 5.0
+    predictor_probe_s: float = 5.0
     image_url_allow: tuple[str, ...] = ()
     default_max_tokens: int = 512  # serving.max_new_tokens overrides it
 

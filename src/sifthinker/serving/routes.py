@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from sifthinker.serving import kserve_protocol as kp
 from sifthinker.serving import openai_api as oa
-from sifthinker.serving.errors import RequestError, limit_error
+from sifthinker.serving.errors import RequestError, limit_error, retry_headers
 from sifthinker.serving.limits import parse_json
 from sifthinker.serving.service import Service
 
@@ -32,8 +32,9 @@ def _info(request: Request) -> dict:
     return request.scope.setdefault("state", {}).setdefault("sif", {})
 
 
-def _guarded(openai_style: bool):
-    """Turn a RequestError into its JSON reply (OpenAI's nested error, or KServe's flat one)."""
+def _guarded(openai_style: bool, retry_after_s: float = 5.0):
+    """Turn a RequestError into its JSON reply (OpenAI's nested error, or KServe's flat one); a 429 or 503
+    carries ``Retry-After``."""
 
     def wrap(handler):
         @functools.wraps(handler)
@@ -49,7 +50,7 @@ def _guarded(openai_style: bool):
                 if not openai_style:
                     body = {"error": e.message, **{k: v for k, v in body["error"].items()
                                                    if k in ("code", "param", "limit") and v}}
-                return JSONResponse(body, status_code=e.status)
+                return JSONResponse(body, status_code=e.status, headers=retry_headers(e.status, retry_after_s))
 
         return inner
 
@@ -70,7 +71,7 @@ def _sse(obj: Any) -> str:
 def add_routes(app: FastAPI, service: Service) -> None:
     limits = service.limits
 
-    @_guarded(openai_style=True)
+    @_guarded(openai_style=True, retry_after_s=limits.retry_after_s)
     async def chat_completions(request: Request):
         info = _info(request)
         body = parse_json(await _body(request))
@@ -91,7 +92,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
     async def list_models():
         return JSONResponse(oa.model_list(list(service.names)))
 
-    @_guarded(openai_style=False)
+    @_guarded(openai_style=False, retry_after_s=limits.retry_after_s)
     async def v2_infer(request: Request, model_name: str):
         service.check_model(model_name)
         info = _info(request)
@@ -103,7 +104,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
         sif = await service.sif(result.text, prepared, ask.draw)
         return JSONResponse(kp.v2_response(service.name, rid, result.text, sif, outputs))
 
-    @_guarded(openai_style=False)
+    @_guarded(openai_style=False, retry_after_s=limits.retry_after_s)
     async def v1_predict(request: Request, model_name: str):
         service.check_model(model_name)
         info = _info(request)
@@ -124,16 +125,28 @@ def add_routes(app: FastAPI, service: Service) -> None:
             raise
         return JSONResponse({"predictions": list(predictions)})
 
-    @_guarded(openai_style=False)
+    @_guarded(openai_style=False, retry_after_s=limits.retry_after_s)
+    async def server_ready(request: Request):
+        # KServe's own says ready once the model is loaded; a transformer is ready only while its predictor is
+        await _check_ready(service)
+        return JSONResponse({"ready": True})
+
+    @_guarded(openai_style=False, retry_after_s=limits.retry_after_s)
+    async def model_ready(request: Request, model_name: str):
+        service.check_model(model_name)
+        await _check_ready(service)
+        return JSONResponse({"name": service.name, "ready": True})
+
+    @_guarded(openai_style=False, retry_after_s=limits.retry_after_s)
     async def refuse_explain(request: Request, model_name: str):
         raise RequestError("explanations are not supported by this model", 404, code="not_supported")
 
-    @_guarded(openai_style=False)
+    @_guarded(openai_style=False, retry_after_s=limits.retry_after_s)
     async def refuse_version(request: Request, model_name: str, model_version: str):
         raise RequestError("model versions are not served separately: use /v2/models/<name>", 404,
                            code="not_supported")
 
-    @_guarded(openai_style=False)
+    @_guarded(openai_style=False, retry_after_s=limits.retry_after_s)
     async def refuse_repository(request: Request, model_name: str):
         raise RequestError("the model repository extension is disabled: models cannot be loaded or unloaded over "
                            "HTTP", 403, code="repository_disabled")
@@ -142,12 +155,20 @@ def add_routes(app: FastAPI, service: Service) -> None:
     app.add_api_route(f"{OPENAI_PREFIX}/models", list_models, methods=["GET"])
     app.add_api_route("/v2/models/{model_name:path}/infer", v2_infer, methods=["POST"])
     app.add_api_route("/v1/models/{model_name:path}:predict", v1_predict, methods=["POST"])
+    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/ready", model_ready, methods=["GET"])
     app.add_api_route("/v1/models/{model_name:path}:explain", refuse_explain, methods=["POST"])
     for tail in ("", "/ready"):  # KServe answers these with 501 (NotImplementedError)
         app.add_api_route(f"/v2/models/{{model_name}}/versions/{{model_version}}{tail}", refuse_version,
                           methods=["GET"])
     for verb in ("load", "unload"):
         app.add_api_route(f"/v2/repository/models/{{model_name:path}}/{verb}", refuse_repository, methods=["POST"])
+
+
+async def _check_ready(service: Service) -> None:
+    problem = await service.unready_reason()
+    if problem:
+        raise RequestError(problem, 503, code="not_ready")
 
 
 async def _stream(service: Service, ask: Any, prepared: Any, handle: Any, deadline: float,

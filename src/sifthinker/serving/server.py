@@ -60,6 +60,9 @@ class SifthinkerModel(kserve.Model):
         self.ready = self.service.ready
         return self.ready
 
+    async def healthy(self) -> bool:
+        return await self.service.unready_reason() is None
+
     def get_input_types(self) -> list[dict]:
         return [{"name": n, "datatype": "BYTES", "shape": [-1 if n != "question" else 1]} for n in V2_INPUTS]
 

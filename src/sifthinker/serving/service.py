@@ -49,6 +49,14 @@ class Service:
     def ready(self) -> bool:
         return bool(getattr(self.backend, "ready", False))
 
+    async def unready_reason(self) -> str | None:
+        """Why the server is not ready now (readiness routes), or None: the model not loaded or closing, or
+        (a transformer) its predictor not answering."""
+        if not self.ready:
+            return "the model is not ready"
+        probe = getattr(self.backend, "probe", None)
+        return await probe() if probe else None
+
     def close(self) -> None:
         """Cancel everything in flight and refuse more (called when the server is asked to stop)."""
         self.backend.close()

@@ -8,9 +8,13 @@ native predictor, with the same parsing, limits, depth provider, ``sif`` object 
 request carrying the full SIF prompt of :func:`sifthinker.method.prompts.chat_messages` with every RGB image then
 every depth image as PNG data URLs (exactly what the model was trained on), greedy unless asked.
 
-A request the predictor refuses (4xx) is refused with its message and status; an unreachable or failing
-predictor is a 502; the request deadline bounds the call, and a cancelled request closes the
-connection (vLLM then aborts the generation).
+A request the predictor refuses (4xx) is refused with its message and status; a predictor that fails
+(500, a reply that is not OpenAI's) is a 502. A predictor that is gone (connection refused or cut
+mid-reply, its own 502/503/504) is a 503 with ``Retry-After``: the client may try again once it is back.
+A predictor that hangs holds its connections open without replying: while calls are in flight it is
+probed every ``serving.predictor_probe_s``, and a failed probe answers them 503 too. Readiness probes it
+the same way, so the transformer is not ready while its predictor is away. The request deadline bounds
+the call, and a cancelled request closes the connection (vLLM then aborts the generation).
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ class RemoteBackend:
         self.base, self.model, self.limits = predictor_base(url), model, limits
         self._client = None
         self.ready = False
+        self._in_flight: set[RemoteHandle] = set()
+        self._watcher: asyncio.Task | None = None
 
     def load(self) -> None:
         self.ready = True  # the predictor's own readiness gates the InferenceService
@@ -93,7 +99,34 @@ class RemoteBackend:
     def submit(self, p: Prepared, deadline: float, loop: asyncio.AbstractEventLoop, on_start: Any) -> RemoteHandle:
         h = RemoteHandle(loop, bool(p.decoded.ask.stream))
         h.task = loop.create_task(self._call(h, p.payload, deadline, on_start))
+        self._in_flight.add(h)
+        if self._watcher is None:
+            self._watcher = loop.create_task(self._watch())
         return h
+
+    async def probe(self) -> str | None:
+        """None when the predictor answers its OpenAI ``/models`` within ``predictor_probe_s``, else why not."""
+        import httpx
+
+        try:
+            r = await self._http().get(f"{self.base}/models", timeout=self.limits.predictor_probe_s)
+        except httpx.HTTPError as e:  # refused, reset, or no answer in time (hung)
+            return f"the predictor at {self.base} is unavailable ({type(e).__name__})"
+        return None if r.status_code == 200 else f"the predictor at {self.base} is not ready (HTTP {r.status_code})"
+
+    async def _watch(self) -> None:
+        """While calls are in flight, probe the predictor; when it fails, answer them all 503 (a hung predictor
+        would otherwise hold them until their deadline)."""
+        try:
+            while self._in_flight:
+                await asyncio.sleep(self.limits.predictor_probe_s)
+                problem = await self.probe() if self._in_flight else None
+                if problem:
+                    for h in list(self._in_flight):
+                        h.finish(unavailable(problem))
+                        h.cancel()
+        finally:
+            self._watcher = None
 
     def close(self) -> None:
         self.ready = False
@@ -126,11 +159,15 @@ class RemoteBackend:
                                  408))
         except RequestError as e:
             h.finish(e)
+        except httpx.TransportError as e:  # refused, reset or cut mid-reply: the predictor is gone (for now)
+            h.finish(unavailable(f"the predictor at {self.base} is unavailable ({type(e).__name__})"))
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
             h.finish(RequestError(f"the predictor at {self.base} failed ({type(e).__name__})", 502,
                                   code="predictor_error"))
         except asyncio.CancelledError:
             h.finish(RequestError("the request was cancelled", 499, code="cancelled"))
+        finally:
+            self._in_flight.discard(h)
 
     @staticmethod
     async def _read_stream(h: RemoteHandle, r: Any) -> Result:
@@ -158,6 +195,11 @@ def _result(reply: dict) -> Result:
                   usage.get("completion_tokens", 0), choice.get("finish_reason") or "stop")
 
 
+def unavailable(problem: str) -> RequestError:
+    """503: the predictor is away; ``Retry-After`` tells the client when to try again."""
+    return RequestError(f"{problem}; retry later", 503, code="predictor_unavailable")
+
+
 def _refusal(status: int, raw: bytes) -> RequestError:
     try:
         err = json.loads(raw).get("error")
@@ -169,4 +211,6 @@ def _refusal(status: int, raw: bytes) -> RequestError:
         keep = status in (400, 408, 413, 422, 429)  # the client's problem, as the predictor said
         return RequestError(f"the predictor refused the request: {msg}", status if keep else 400,
                             code="predictor_refused")
+    if status in (502, 503, 504):  # not ready, shutting down, or its gateway cannot reach it
+        return unavailable(f"the predictor is unavailable (HTTP {status}: {msg})")
     return RequestError(f"the predictor failed (HTTP {status}): {msg}", 502, code="predictor_error")

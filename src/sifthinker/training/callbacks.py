@@ -61,6 +61,7 @@ class MetricsCallback(TrainerCallback):
         self.summary: dict[str, float] = {}
         self._printer = printer or (lambda line: print(line, file=sys.stderr, flush=True))
         self._t0 = time.monotonic()
+        self.sender: Any = None  # a MetricsSender (sifthinker.training.metrics_sender): logs survive an outage
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
         self._t0 = time.monotonic()
@@ -110,6 +111,9 @@ class MetricsCallback(TrainerCallback):
         if mlflow.active_run() is None:
             return
         clean = {mlflow_name(k): v for k, v in metrics.items()}
+        if self.sender is not None:
+            self.sender.put(clean, int(step))
+            return
         try:
             mlflow.log_metrics(clean, step=int(step))
         except Exception as e:  # a tracking hiccup must not kill a training run

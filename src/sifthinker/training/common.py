@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sifthinker.config.model_config import LoraConfig
+from sifthinker.registry.tracking_retry import retrying
 from sifthinker.training.ranks import in_distributed_launch
 
 log = logging.getLogger(__name__)
@@ -240,8 +241,9 @@ def log_final_metrics(metrics: dict[str, float]) -> None:
 def train_and_save(trainer: Any, processor: Any, base_dir: Path | str, out_dir: Path, history: list[dict[str, float]],
                    summary: dict[str, float], keys: list[str],
                    extra: Callable[[list[dict[str, float]]], dict[str, float]] | None = None,
-                   resume_from: Path | None = None) -> dict[str, float]:
-    """Train, save the (merged) model, and log final metrics + the model folder to the active MLflow run.
+                   resume_from: Path | None = None, tracking_retry_s: float = 600.0) -> dict[str, float]:
+    """Train, save the (merged) model, and log final metrics + the model folder to the active MLflow run
+    (each retried for up to ``tracking_retry_s`` while the server is away: sifthinker.registry.tracking_retry).
 
     `history`/`summary` are the MetricsCallback's (filled during training); `extra` adds stage-specific
     final metrics computed from the history (e.g. GRPO's reward halves). `resume_from`: a checkpoint
@@ -261,6 +263,6 @@ def train_and_save(trainer: Any, processor: Any, base_dir: Path | str, out_dir: 
     if extra is not None:
         metrics.update(extra(history))
     metrics["train_seconds"] = train_s
-    log_final_metrics(metrics)
-    log_model_artifacts(out_dir)
+    retrying("logging the final metrics to MLflow", lambda: log_final_metrics(metrics), tracking_retry_s)
+    retrying(f"uploading {out_dir} to MLflow", lambda: log_model_artifacts(out_dir), tracking_retry_s)
     return metrics

@@ -26,6 +26,7 @@ from sifthinker.training.common import TrainResult, train_and_save
 from sifthinker.training.datasets import load_records
 from sifthinker.training.deepspeed_config import init_deepspeed_comm
 from sifthinker.training.launch import launch
+from sifthinker.training.metrics_sender import MetricsSender, TrackingOutageCallback
 from sifthinker.training.preemption_callback import PreemptionCallback
 from sifthinker.training.ranks import in_distributed_launch, is_main_process, processes_to_launch, world_size
 
@@ -69,7 +70,7 @@ class TrainingStage:
 @contextlib.contextmanager
 def _stage_run(cfg: RunConfig, stage: Stage, params: dict[str, Any]) -> Iterator[str | None]:
     """The stage's MLflow run on rank 0 (yields its id); nothing on the other ranks (yields None)."""
-    from sifthinker.registry import tracking
+    from sifthinker.registry.model_versions import tracking
 
     if not is_main_process():
         yield None
@@ -161,14 +162,22 @@ def run_in_process(stage: TrainingStage, cfg: RunConfig, train_dir: Path, model_
         overrides: dict[str, Any] = {"max_steps": max_steps} if max_steps else {}
         overrides |= plan.trainer_args() if plan is not None else {}
         with _stage_run(cfg, stage.name, params) as run_id:
+            callback.sender = MetricsSender(run_id) if run_id else None
+            # after the checkpoint callback: a tracking outage past the bound fails the step once it is saved
+            callbacks.append(TrackingOutageCallback(stage.name, callback.sender, cfg.registry.tracking_outage_s,
+                                                    cfg.tracking_uri))
             trainer, keys = stage.trainer(cfg, model, processor, dataset, work, callbacks, overrides)
             try:
                 metrics = train_and_save(trainer, processor, model_dir, out_dir, callback.history, callback.summary,
-                                         keys, extra=stage.extra_metrics, resume_from=resume)
+                                         keys, extra=stage.extra_metrics, resume_from=resume,
+                                         tracking_retry_s=cfg.registry.tracking_outage_s)
             except Exception as e:
                 if plan is None or not is_disk_full(e):
                     raise
                 raise _disk_full(e, plan, model) from e
+            finally:
+                if callback.sender is not None:
+                    callback.sender.close()
     finally:
         if plan is None:
             shutil.rmtree(work, ignore_errors=True)
