@@ -102,7 +102,10 @@ def _upright(img: Image.Image, raw: bytes) -> bool:
         if b"eXIf" not in raw:  # no EXIF chunk (PIL's getexif would decode the image to look for one)
             return True
         img.load()  # an EXIF chunk after the pixel data is found only by decoding (or a false hit in them)
-    return img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+    try:
+        return img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+    except Exception:  # unreadable EXIF: not forwarded (re-encoded), never a refusal the old decode did not make
+        return False
 
 
 def decode_base64(data: str | bytes, what: str, param: str | None = None) -> bytes:
