@@ -9,7 +9,7 @@ request carrying the full SIF prompt of :func:`sifthinker.prompts.chat_messages`
 every depth image as data URLs (exactly what the model was trained on), greedy unless asked. An image is
 forwarded as the client's own bytes where vLLM reads the same RGB pixels from them as this server does
 (:func:`sifthinker.serving.images.read_image`), else re-encoded as PNG: re-encoding two 320x240 images
-cost ~45 ms per request, more than vLLM takes to answer on the tiny model (docs/benchmarks.md).
+cost ~45 ms per request, a quarter of what vLLM takes to answer on the tiny model (docs/benchmarks.md).
 
 The transformer checks each forwarded image by its header only (format, size, aspect ratio) and decodes
 pixels only to draw or to make a depth image: vLLM decodes them anyway, and refuses corrupt pixel data
