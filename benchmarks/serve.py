@@ -14,6 +14,8 @@ Prints a markdown table: p50/p99 latency, throughput, and the two goals (overhea
 ``--vllm-env DIR`` (``make vllm-env``: ``work/vllm-env``) adds the vLLM rows: vLLM's OpenAI server on the
 same model called directly, and the SIF transformer (``sifthinker serve --predictor-host``) in front of it,
 at concurrency 1 (alternating, as above), 4 and 8; the goal: the transformer costs <= 5% at concurrency 1.
+``--vllm-url URL --vllm-name NAME`` uses a vLLM OpenAI server already running on --model instead (its
+``.../v1`` base and served name; vLLM takes minutes to start here), ``--vllm-only`` skips the native rows.
 """
 
 from __future__ import annotations
@@ -72,10 +74,14 @@ def direct_generator(model_dir: Path, max_tokens: int):
 
 
 def through_server(url: str, name: str, n: int, concurrency: int, max_tokens: int,
-                   route: str = "/openai/v1") -> tuple[list[float], float]:
+                   route: str = "/openai/v1", sif_prompt: bool = False) -> tuple[list[float], float]:
+    """``n`` requests at ``concurrency``: (latencies, wall). ``sif_prompt``: send what the SIF transformer
+    sends its predictor (the full SIF prompt, both images), for vLLM called directly."""
     from sifthinker.serving.openai_api import chat_request_body
 
     bodies = [chat_request_body(QUESTION, *_images(i % 4), name, max_tokens=max_tokens) for i in range(n)]
+    if sif_prompt:
+        bodies = [predictor_body(b, name) for b in bodies]
     session = requests.Session()
 
     def one(body: dict) -> float:
@@ -88,6 +94,18 @@ def through_server(url: str, name: str, n: int, concurrency: int, max_tokens: in
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         lat = list(pool.map(one, bodies))
     return lat, time.perf_counter() - t0
+
+
+def predictor_body(body: dict, name: str) -> dict:
+    """The chat-completions body the SIF transformer sends its predictor for client request ``body``."""
+    from sifthinker.config.run_config import RunConfig
+    from sifthinker.serving.limits import Limits
+    from sifthinker.serving.openai_api import parse_chat_request
+    from sifthinker.serving.request import decode
+    from sifthinker.serving.transformer import chat_body
+
+    limits = Limits.from_config(RunConfig.load(REPO / "recipes" / "local.yaml").serving)
+    return chat_body(decode(parse_chat_request(body, limits), limits, None), name)
 
 
 def batch_stats(url: str) -> tuple[float, float]:
@@ -106,12 +124,20 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level (x concurrency / 2 "
                                                              "for 4 and 8)")
     ap.add_argument("--vllm-env", type=Path, default=None, help="a venv with vLLM (make vllm-env): add vLLM rows")
+    ap.add_argument("--vllm-url", default=None, help="a running vLLM OpenAI server's /v1 base (on --model)")
+    ap.add_argument("--vllm-name", default="bench-vllm", help="its served model name")
+    ap.add_argument("--vllm-only", action="store_true", help="only the vLLM rows")
     args = ap.parse_args()
+    if args.vllm_url and not args.model:
+        ap.error("--vllm-url needs --model (the folder that server serves)")
     sys.path.insert(0, str(REPO / "src"))
     from sifthinker.serving.process import free_port, serve_subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or tiny_model(Path(tmp))
+        if args.vllm_only:
+            print_vllm(vllm_bench(model_dir, Path(tmp), args))
+            return
         one_direct = direct_generator(model_dir, args.max_tokens)
         port = free_port()
         with serve_subprocess(str(model_dir), REPO / "recipes" / "local.yaml", port, Path(tmp) / "serve.log",
@@ -130,7 +156,7 @@ def main() -> None:
                 lat, wall = through_server(url, "bench", args.requests * c // 2, c, args.max_tokens)
                 b1 = batch_stats(url)
                 rows.append((f"`sifthinker serve`, concurrency {c}", c, lat, wall, (b1[1] - b0[1]) / max(1, b1[0] - b0[0])))
-        vllm_rows = vllm_bench(model_dir, Path(tmp), args) if args.vllm_env else []
+        vllm_rows = vllm_bench(model_dir, Path(tmp), args) if args.vllm_env or args.vllm_url else []
     print(f"max_tokens {args.max_tokens}, {args.requests} requests at concurrency 1\n")
     print("| path | concurrency | requests | p50 s | p99 s | throughput req/s | mean batch |")
     print("|---|---|---|---|---|---|---|")
@@ -146,43 +172,67 @@ def main() -> None:
           f"{'met' if overhead <= 0.10 else 'NOT met'})")
     print(f"throughput at concurrency 8 / concurrency 1: {ratio:.2f}x (goal: >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
     if vllm_rows:
-        print("\n| path | concurrency | requests | p50 s | p99 s | throughput req/s |\n|---|---|---|---|---|---|")
-        for label, c, lat, wall in vllm_rows:
-            print(f"| {label} | {c} | {len(lat)} | {_pct(lat, .5):.3f} | {_pct(lat, .99):.3f} | {len(lat) / wall:.2f} |")
-        cost = statistics.median(vllm_rows[1][2]) / statistics.median(vllm_rows[0][2]) - 1
-        print(f"\nSIF transformer in front of vLLM at concurrency 1 (p50 vs vLLM direct p50): {cost:+.1%} "
-              f"(goal: <= 5%: {'met' if cost <= 0.05 else 'NOT met'})")
+        print_vllm(vllm_rows)
+
+
+def print_vllm(rows: list[tuple]) -> None:
+    print("\n| path | concurrency | requests | p50 s | p99 s | throughput req/s |\n|---|---|---|---|---|---|")
+    for label, c, lat, wall in rows:
+        print(f"| {label} | {c} | {len(lat)} | {_pct(lat, .5):.3f} | {_pct(lat, .99):.3f} | {len(lat) / wall:.2f} |")
+    cost = statistics.median(rows[1][2]) / statistics.median(rows[0][2]) - 1
+    print(f"\nSIF transformer in front of vLLM at concurrency 1 (p50 vs vLLM direct p50): {cost:+.1%} "
+          f"(goal: <= 5%: {'met' if cost <= 0.05 else 'NOT met'})")
+
+
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
 
 
 def vllm_bench(model_dir: Path, tmp: Path, args: argparse.Namespace) -> list[tuple]:
     """vLLM direct and behind the SIF transformer, each at concurrency 1 (alternating), 4 and 8."""
-    from sifthinker.serving.process import free_port, start_process, stop_process, vllm_subprocess, wait_http
+    from sifthinker.serving.process import free_port, vllm_subprocess
 
-    name = "bench-vllm"
-    with vllm_subprocess(args.vllm_env / "bin" / "python", model_dir, free_port(), tmp / "vllm.log", name) as vurl:
-        port = free_port()
-        cmd = [sys.executable, "-m", "sifthinker.cli", "serve", "--predictor-host", vurl, "--predictor-model", name,
-               "--model_name", "bench", "--http_port", str(port), "--recipe", str(REPO / "recipes" / "local.yaml")]
-        proc = start_process(cmd, tmp / "transformer.log")
-        front = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(f"{front}/v2/health/ready", proc, tmp / "transformer.log", timeout=300)
-            through_server(vurl, name, 4, 2, args.max_tokens, route="")  # warm-up
-            through_server(front, "bench", 4, 2, args.max_tokens)
-            direct, via = [], []
-            for _ in range(args.requests):
-                direct += through_server(vurl, name, 1, 1, args.max_tokens, route="")[0]
-                via += through_server(front, "bench", 1, 1, args.max_tokens)[0]
-            rows = [("vLLM OpenAI server, direct", 1, direct, sum(direct)),
-                    ("SIF transformer -> vLLM", 1, via, sum(via))]
-            for c in (4, 8):
-                n = args.requests * c // 2
-                rows.append((f"vLLM OpenAI server, direct, concurrency {c}", c,
-                             *through_server(vurl, name, n, c, args.max_tokens, route="")))
-                rows.append((f"SIF transformer -> vLLM, concurrency {c}", c,
-                             *through_server(front, "bench", n, c, args.max_tokens)))
-        finally:
-            stop_process(proc)
+    if args.vllm_url:
+        return vllm_rows(args.vllm_url, args.vllm_name, tmp, args)
+    with vllm_subprocess(args.vllm_env / "bin" / "python", model_dir, free_port(), tmp / "vllm.log",
+                         args.vllm_name) as vurl:
+        return vllm_rows(vurl, args.vllm_name, tmp, args)
+
+
+def vllm_rows(vurl: str, name: str, tmp: Path, args: argparse.Namespace) -> list[tuple]:
+    from sifthinker.serving.process import free_port, start_process, stop_process, wait_http
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "sifthinker.cli", "serve", "--predictor-host", vurl, "--predictor-model", name,
+           "--model_name", "bench", "--http_port", str(port), "--recipe", str(REPO / "recipes" / "local.yaml")]
+    proc = start_process(cmd, tmp / "transformer.log")
+    front = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{front}/v2/health/ready", proc, tmp / "transformer.log", timeout=300)
+        through_server(vurl, name, 4, 2, args.max_tokens, route="", sif_prompt=True)  # warm-up
+        through_server(front, "bench", 4, 2, args.max_tokens)
+        direct, via, cpu = [], [], 0.0
+        for _ in range(args.requests):
+            direct += through_server(vurl, name, 1, 1, args.max_tokens, route="", sif_prompt=True)[0]
+            c0 = _cpu_s(proc.pid)
+            via += through_server(front, "bench", 1, 1, args.max_tokens)[0]
+            cpu += _cpu_s(proc.pid) - c0
+        # the transformer's own CPU time per request: what it adds, less sensitive to a shared box's load
+        # than wall time
+        print(f"SIF transformer CPU time per request at concurrency 1: {cpu / args.requests * 1000:.1f} ms")
+        rows = [("vLLM OpenAI server, direct", 1, direct, sum(direct)),
+                ("SIF transformer -> vLLM", 1, via, sum(via))]
+        for c in (4, 8):
+            n = args.requests * c // 2
+            rows.append((f"vLLM OpenAI server, direct, concurrency {c}", c,
+                         *through_server(vurl, name, n, c, args.max_tokens, route="", sif_prompt=True)))
+            rows.append((f"SIF transformer -> vLLM, concurrency {c}", c,
+                         *through_server(front, "bench", n, c, args.max_tokens)))
+    finally:
+        stop_process(proc)
     return rows
 
 

@@ -22,15 +22,16 @@ which the rewards reject early; so the four rewards are also timed on as many we
 compared with the measured step. Prints a markdown table for docs/benchmarks.md.
 
 ``--zero`` times the same steps again under DeepSpeed ZeRO-3 with the recipes' config
-(``images/deepspeed/zero3.json``, adapted to the CPU by the code every run uses) in one process (world size
-1, gloo, ``DS_ACCELERATOR=cpu``): the engine's own cost per step next to the plain row (on one process
-ZeRO shards nothing; the 2-process runs are in tests/training/test_deepspeed.py).
+(``images/deepspeed/zero3.json``, adapted to the CPU by the code every run uses) on ``--zero-procs``
+processes (default 2) started by torchrun (gloo, ``DS_ACCELERATOR=cpu``, one torch thread each, as the
+plain run): the same global batch (the recipe's completions per step, split evenly across the ranks) from
+the same SFT model, rank 0's timers. Next to the plain row it shows what ZeRO-3's sharding and the
+ranks' collectives cost, and what splitting a step across processes gains, on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import logging
 import os
@@ -139,28 +140,45 @@ def timed_steps(cfg: RunConfig, sft: Path, records: list[dict], data: Path, out:
     return timer, model
 
 
-@contextlib.contextmanager
-def single_process_deepspeed():
-    """The environment of rank 0 of a one-process launch (what torchrun would set), DeepSpeed on the CPU."""
-    import socket
+def zero_steps(cfg: RunConfig, sft: Path, data: Path, root: Path, steps: int, nproc: int) -> StepTimer:
+    """The timed steps under ZeRO-3 on ``nproc`` torchrun processes (:func:`zero_worker`); rank 0's timer."""
+    import json
+    import subprocess
 
     from sifthinker.training.launch import device_env
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **device_env()}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    g = cfg.grpo
+    if g.per_device_batch_size % nproc or (g.per_device_batch_size // nproc * nproc) % g.num_generations:
+        raise SystemExit(f"--zero-procs {nproc} does not split {g.per_device_batch_size} completions per step "
+                         f"(groups of {g.num_generations}) evenly")
+    recipe, result = root / "zero-recipe.yaml", root / "zero-result.json"
+    recipe.write_text(cfg.to_yaml())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(Path(__file__).resolve()), "--zero-worker", str(result), "--recipe", str(recipe), "--sft", str(sft),
+           "--data", str(data), "--out", str(root / "grpo-zero3"), "--steps", str(steps)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+           **device_env()}
+    subprocess.run(cmd, env=env, check=True)
+    got = json.loads(result.read_text())
+    timer = StepTimer()
+    timer.steps, timer.rewards = got["steps"], got["rewards"]
+    return timer
+
+
+def zero_worker(args: argparse.Namespace) -> None:
+    """One rank of the ZeRO-3 launch: the recipe's GRPO steps, its completions per step split across the
+    ranks; rank 0 writes its timer to ``args.zero_worker``."""
+    import json
+
+    from sifthinker.training.deepspeed_config import init_deepspeed_comm
+
+    cfg = RunConfig.load(args.recipe)
+    cfg.grpo.deepspeed = str(REPO / "images" / "deepspeed" / "zero3.json")
+    cfg.grpo.per_device_batch_size //= int(os.environ["WORLD_SIZE"])
+    init_deepspeed_comm()  # before any model loads (as run_in_process does)
+    timer, _ = timed_steps(cfg, args.sft, load_records(args.data), args.data, args.out, args.steps)
+    if os.environ.get("RANK", "0") == "0":
+        args.zero_worker.write_text(json.dumps({"steps": timer.steps, "rewards": timer.rewards}))
 
 
 def means(timer: StepTimer) -> dict[str, float]:
@@ -173,8 +191,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--items", type=int, default=16, help="GRPO prompts (SFT trains on >= 24 records)")
     ap.add_argument("--sft-epochs", type=float, default=None, help="default: the local recipe's")
     ap.add_argument("--steps", type=int, default=5, help="GRPO steps timed (the first is warm-up)")
+    ap.add_argument("--pretrain-steps", type=int, default=None,
+                    help="the tiny base's copy pre-training steps (default: the local recipe's; 0 skips it)")
     ap.add_argument("--zero", action="store_true", help="also time the steps under DeepSpeed ZeRO-3 (CPU)")
+    ap.add_argument("--zero-procs", type=int, default=2, help="processes of the ZeRO-3 launch")
+    for hidden in ("--zero-worker", "--recipe", "--sft", "--data", "--out"):  # one rank of that launch
+        ap.add_argument(hidden, type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.zero_worker:
+        return zero_worker(args)
     logging.basicConfig(level=logging.WARNING)
     os.environ.pop("SIFTHINKER_WORK_DIR", None)
 
@@ -189,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.grpo.sample_steps, cfg.grpo.save_steps = 0, 0
         if args.sft_epochs is not None:
             cfg.sft.epochs = args.sft_epochs
+        if args.pretrain_steps is not None:
+            cfg.model.tiny.pretrain_steps = args.pretrain_steps
         build_dataset(cfg, "train", root / "data", progress=False)
         records = load_records(root / "data")
         base = build_tiny_model(cfg, root / "base", corpus_from_records(records))
@@ -197,12 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         sft_s = time.perf_counter() - t0
 
         timer, model = timed_steps(cfg, sft, records, root / "data", root / "grpo", args.steps)
-        zero = None
-        if args.zero:
-            with single_process_deepspeed():
-                cfg.grpo.deepspeed = str(REPO / "images" / "deepspeed" / "zero3.json")
-                zero, _ = timed_steps(cfg, sft, records, root / "data", root / "grpo-zero3", args.steps)
-                cfg.grpo.deepspeed = None
+        zero = zero_steps(cfg, sft, root / "data", root, args.steps, args.zero_procs) if args.zero else None
         gold_s = well_formed_reward_seconds(cfg, GRPO.select(cfg, records), timer_dataset(cfg, records, root))
 
     g = cfg.grpo
@@ -218,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     if zmean is None:
         print("\n| part | s per step | share of step |\n|---|---|---|")
     else:
-        print("\n| part | s per step | share of step | ZeRO-3 (1 process): s per step | share |\n|---|---|---|---|---|")
+        print(f"\n| part | s per step | share of step | ZeRO-3 ({args.zero_procs} processes): s per step | share |"
+              "\n|---|---|---|---|---|")
 
     def row(label: str, key: str, digits: int = 3, pct: int = 2) -> None:
         cells = f"| {label} | {mean.get(key, 0.0):.{digits}f} | {100 * mean.get(key, 0.0) / total:.{pct}f}% |"

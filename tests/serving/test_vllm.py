@@ -106,6 +106,46 @@ def test_transformer_in_front_of_vllm_plain_and_streamed(vllm, front):
     assert r.status_code == 200, r.text
 
 
+def test_transformer_forwards_the_clients_bytes_and_relays_vllms_refusal(vllm, front):
+    """The transformer sends vLLM the client's image bytes (tests/serving/test_serving_passthrough.py): from a
+    JPEG vLLM reads the pixels our decode reads (the same reply as for the PNG of our decoded pixels, what
+    the transformer sent before); a PNG whose pixel data is cut passes the transformer's header checks,
+    and vLLM's refusal comes back as a 400 with vLLM's reason."""
+    import base64
+    import dataclasses
+    import io
+
+    from openai import OpenAI
+
+    jpeg = io.BytesIO()
+    random_image(5).save(jpeg, format="JPEG", quality=90)
+    rgb_url = "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode()
+    depth_url = oa.data_url(random_image(6))
+    messages = [{"role": "user", "content": [{"type": "text", "text": QUESTION},
+                                             {"type": "image_url", "image_url": {"url": rgb_url}},
+                                             {"type": "image_url", "image_url": {"url": depth_url}}]}]
+    limits = Limits.from_config(RunConfig.load(REPO / "recipes" / "local.yaml").serving)
+    ask = oa.parse_chat_request({"messages": messages, "max_tokens": 24}, limits)
+    forwarded = chat_body(decode(ask, limits, None, forward=True), SERVED_NAME)
+    assert forwarded["messages"][0]["content"][1]["image_url"]["url"] == rgb_url  # as the client sent it
+    re_encoded = chat_body(dataclasses.replace(decode(ask, limits, None), sources=[]), SERVED_NAME)  # our pixels as PNG
+    assert re_encoded["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;")
+    direct = OpenAI(base_url=vllm, api_key="unused", max_retries=0)
+    expected = direct.chat.completions.create(**re_encoded).choices[0].message.content.strip()
+    via = OpenAI(base_url=f"{front}/openai/v1", api_key="unused", max_retries=0)
+    assert via.chat.completions.create(model="sifthinker", messages=messages,
+                                       max_tokens=24).choices[0].message.content == expected
+    png = io.BytesIO()
+    random_image(7).save(png, format="PNG")
+    cut = "data:image/png;base64," + base64.b64encode(png.getvalue()[:png.tell() // 2]).decode()
+    messages[0]["content"][1]["image_url"]["url"] = cut
+    r = requests.post(f"{front}/openai/v1/chat/completions", timeout=120,
+                      json={"model": "sifthinker", "messages": messages, "max_tokens": 8})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "predictor_refused" and "truncated" in err["message"], err
+
+
 def test_eval_run_against_vllm_scores_as_the_model_does(vllm, trained_model, tmp_path, monkeypatch):
     """Greedy decoding on both sides: the same items give the same scores (differences are reported)."""
     from click.testing import CliRunner

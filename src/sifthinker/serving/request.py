@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from sifthinker.serving.errors import RequestError, limit_error, short
-from sifthinker.serving.images import decode_image_url, decode_image_value
+from sifthinker.serving.images import Encoded, image_url_bytes, image_value_bytes, read_image
 from sifthinker.serving.limits import Limits, check_image_count
 
 
@@ -50,8 +50,12 @@ class Ask:
 @dataclasses.dataclass
 class Decoded:
     ask: Ask
+    # RGB; for a backend that forwards the bytes, possibly undecoded (header only: decode's ``forward``)
     images: list[Image.Image]
     depth_images: list[Image.Image]
+    # per image (images, then depth images): the client's bytes where they can be forwarded unchanged
+    # (images.read_image), else None (a depth image the server made, an RGBA image, ...)
+    sources: list[Encoded | None] = dataclasses.field(default_factory=list)
 
 
 def split_images(refs: list[ImageRef], limits: Limits, where: str) -> tuple[list[ImageRef], list[ImageRef]]:
@@ -70,22 +74,27 @@ def split_images(refs: list[ImageRef], limits: Limits, where: str) -> tuple[list
     return refs[:n], refs[n:]
 
 
-def decode(ask: Ask, limits: Limits, depth_provider: Callable[[Image.Image], Image.Image] | None) -> Decoded:
-    """Decode every image (in a worker thread) and make the missing depth images."""
+def decode(ask: Ask, limits: Limits, depth_provider: Callable[[Image.Image], Image.Image] | None,
+           forward: bool = False) -> Decoded:
+    """Decode every image (in a worker thread) and make the missing depth images.
 
-    def one(ref: ImageRef) -> Image.Image:
-        if ref.kind == "url":
-            return decode_image_url(ref.value, ref.what, ref.param, limits)
-        return decode_image_value(ref.value, ref.what, ref.param, limits)
+    ``forward``: the backend sends the predictor each image's bytes (the SIF transformer), so an image
+    whose pixels nothing here needs (no depth provider, no drawing) is checked by its header only
+    (:func:`~sifthinker.serving.images.read_image` with ``pixels=False``)."""
 
-    images = [one(r) for r in ask.rgb]
-    depth = [one(r) for r in ask.depth]
+    def one(ref: ImageRef, pixels: bool) -> tuple[Image.Image, Encoded | None]:
+        raw = (image_url_bytes if ref.kind == "url" else image_value_bytes)(ref.value, ref.what, ref.param, limits)
+        return read_image(raw, ref.what, ref.param, limits, pixels=pixels)
+
+    need = not forward or ask.draw
+    rgb = [one(r, need or not ask.depth) for r in ask.rgb]
+    depth = [one(r, need) for r in ask.depth]
     if not depth:
         if depth_provider is None:
             raise RequestError("this server has no depth provider: send each RGB image's depth image too",
                                param="images")
-        depth = [depth_provider(im) for im in images]
-    return Decoded(ask, images, depth)
+        depth = [(depth_provider(im), None) for im, _ in rgb]
+    return Decoded(ask, [im for im, _ in rgb], [im for im, _ in depth], [src for _, src in rgb + depth])
 
 
 # ---- generation parameters shared by the V1 and V2 routes --------------------------------------------

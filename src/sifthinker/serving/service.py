@@ -85,7 +85,8 @@ class Service:
             self.metrics.queue.set(self.waiting)
 
     def _prepare(self, ask: rq.Ask) -> Prepared:
-        return self.backend.prepare(rq.decode(ask, self.limits, self._depth))
+        forward = bool(getattr(self.backend, "forwards_images", False))
+        return self.backend.prepare(rq.decode(ask, self.limits, self._depth, forward))
 
     def _depth(self, image: Any) -> Any:
         if self.depth_provider is None:

@@ -6,7 +6,14 @@ runs in front of it as the KServe transformer. Requests reach the transformer on
 native predictor, with the same parsing, limits, depth provider, ``sif`` object and drawing
 (:class:`~sifthinker.serving.service.Service`); only generation is forwarded, as one chat-completions
 request carrying the full SIF prompt of :func:`sifthinker.method.prompts.chat_messages` with every RGB image then
-every depth image as PNG data URLs (exactly what the model was trained on), greedy unless asked.
+every depth image as data URLs (exactly what the model was trained on), greedy unless asked. An image is
+forwarded as the client's own bytes where vLLM reads the same RGB pixels from them as this server does
+(:func:`sifthinker.serving.images.read_image`), else re-encoded as PNG: re-encoding two 320x240 images
+cost ~45 ms per request, a quarter of what vLLM takes to answer on the tiny model (docs/benchmarks.md).
+
+The transformer checks each forwarded image by its header only (format, size, aspect ratio) and decodes
+pixels only to draw or to make a depth image: vLLM decodes them anyway, and refuses corrupt pixel data
+itself (a 400, passed on as below).
 
 A request the predictor refuses (4xx) is refused with its message and status; a predictor that fails
 (500, a reply that is not OpenAI's) is a 502. A predictor that is gone (connection refused or cut
@@ -24,6 +31,8 @@ import json
 import time
 from typing import Any
 
+import orjson
+
 from sifthinker.method.prompts import chat_messages
 from sifthinker.serving.batcher import Result
 from sifthinker.serving.errors import RequestError, limit_error
@@ -40,8 +49,11 @@ def predictor_base(url: str) -> str:
 
 
 def chat_body(d: Decoded, model: str) -> dict:
-    """The predictor request: the SIF prompt with the images as data URLs (RGB images, then depth images)."""
-    urls = iter([data_url(im) for im in (*d.images, *d.depth_images)])
+    """The predictor request: the SIF prompt with the images as data URLs (RGB images, then depth images),
+    each the client's bytes where ``d.sources`` has them, else PNG."""
+    images = (*d.images, *d.depth_images)
+    sources = d.sources or [None] * len(images)
+    urls = iter([src.data_url() if src is not None else data_url(im) for im, src in zip(images, sources, strict=True)])
     parts = [{"type": "image_url", "image_url": {"url": next(urls)}} if p["type"] == "image" else p
              for p in chat_messages(d.ask.question, n_images=len(d.images))[0]["content"]]
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": parts}],
@@ -49,6 +61,9 @@ def chat_body(d: Decoded, model: str) -> dict:
     if d.ask.stream:
         body.update(stream=True, stream_options={"include_usage": True})
     return body
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class RemoteHandle:
@@ -82,6 +97,7 @@ class RemoteHandle:
 
 class RemoteBackend:
     kind = "transformer"
+    forwards_images = True  # request.decode: the predictor decodes what it is sent as-is
 
     def __init__(self, url: str, model: str, limits: Limits):
         self.base, self.model, self.limits = predictor_base(url), model, limits
@@ -145,7 +161,10 @@ class RemoteBackend:
         t0 = time.monotonic()
         try:
             async with asyncio.timeout(max(0.0, deadline - t0)):
-                async with self._http().stream("POST", f"{self.base}/chat/completions", json=body) as r:
+                # orjson: httpx's json= runs the standard library's encoder over the ~0.3 MB of base64 per
+                # image, ~5 ms a request here (docs/benchmarks.md)
+                async with self._http().stream("POST", f"{self.base}/chat/completions", content=orjson.dumps(body),
+                                               headers=_JSON) as r:
                     if r.status_code != 200:
                         raw = await r.aread()
                         raise _refusal(r.status_code, raw)
