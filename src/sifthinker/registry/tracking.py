@@ -34,7 +34,7 @@ def configure(cfg: RunConfig) -> str:
     """Point mlflow at the run's tracking store and experiment; returns the experiment id."""
     import mlflow
 
-    from sifthinker.storage.locations import s3_endpoint
+    from sifthinker.storage import s3_endpoint
 
     s3_endpoint.export_for_mlflow()  # MLflow's S3 artifact client: the same endpoint as every other reader
     uri = cfg.tracking_uri

@@ -70,7 +70,7 @@ class TrainingStage:
 @contextlib.contextmanager
 def _stage_run(cfg: RunConfig, stage: Stage, params: dict[str, Any]) -> Iterator[str | None]:
     """The stage's MLflow run on rank 0 (yields its id); nothing on the other ranks (yields None)."""
-    from sifthinker.registry.model_versions import tracking
+    from sifthinker.registry import tracking
 
     if not is_main_process():
         yield None
