@@ -101,7 +101,7 @@ def test_transformer_in_front_of_vllm_plain_and_streamed(vllm, front):
     assert "sif" in [c for c in chunks if c.choices][-1].model_extra
     # V2 on the transformer, in front of vLLM
     r = requests.post(f"{front}/v2/models/sifthinker/infer", timeout=120, json={"inputs": [
-        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [oa.encoderandom_image(rgb)]},
+        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [oa.encode_image(rgb)]},
         {"name": "question", "shape": [1], "datatype": "BYTES", "data": [QUESTION]}]})
     assert r.status_code == 200, r.text
 
