@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from sifthinker.config import RunConfig
+from sifthinker.model.base_probe import format_probe
 from sifthinker.model.ground_pretrain import grounding_item, vlm_batch
-from sifthinker.model.image_use import image_feature_norm, image_reliance
+from sifthinker.model.image_use import image_feature_norm, image_reliance, image_use_metrics
 from sifthinker.model.loading import load_model
 from sifthinker.model.location_tokens import GRID, add_location_tokens, location_strings, ordinal_rows
 from sifthinker.model.tiny import build_tiny_model, tiny_fingerprint
@@ -109,3 +110,7 @@ def test_image_reliance_is_zero_when_the_images_are_alike_and_not_otherwise(loc_
     assert norms["vision"] > 0 and norms["text"] > 0
     with pytest.raises(ValueError, match="at least 2"):
         image_reliance(model, proc, items[:1])
+    # The pre-training's probe logs them under image/ and prints them.
+    metrics = image_use_metrics(model, proc, items)
+    assert metrics["image/gap"] == pytest.approx(differ["gap"]) and metrics["image/vision_norm"] == norms["vision"]
+    assert "image loss gap" in format_probe(3, metrics)

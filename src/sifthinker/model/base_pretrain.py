@@ -178,6 +178,7 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
     from sifthinker import tracking
     from sifthinker.model.base_probe import format_probe, probe_items, run_probe
     from sifthinker.model.ground_pretrain import vlm_batch
+    from sifthinker.model.image_use import image_use_metrics
     from sifthinker.model.loading import check_model_folder, load_model
     from sifthinker.model.pretrain import copy_batch, copy_corpus, make_optimizer, optimizer_step
 
@@ -230,6 +231,9 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
     step_fn = optimizer_step(model, p.learning_rate, p.warmup, p.steps, optim)
     texts, words = copy_corpus(corpus)
     held_out = probe_items(p.probe_items, cfg.data.width, cfg.data.height)
+    # Whether the loss depends on the images at all, and the tower's output norm (docs/benchmarks.md:
+    # the first base learnt the format while ignoring its images).
+    gap_items = held_out["ground/1"][:8]
 
     tracking.configure(cfg)
     exp = mlflow.get_experiment_by_name(cfg.registry.experiment)
@@ -274,6 +278,8 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
                 mlflow.log_metrics({"loss": mean, "lr": optim[1].get_last_lr()[0], "s_per_step": rate}, step=step)
             if step % p.probe_every == 0 or step == p.steps:
                 state["probe"] = {"step": step, **run_probe(model, processor, held_out)}
+                if len(gap_items) >= 2:
+                    state["probe"] |= image_use_metrics(model, processor, gap_items)
                 mlflow.log_metrics({k: v for k, v in state["probe"].items() if k != "step"}, step=step)
                 log.info(format_probe(step, state["probe"]))
             if time.monotonic() - t_ckpt >= p.checkpoint_minutes * 60 or step == last:

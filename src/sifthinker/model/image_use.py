@@ -51,3 +51,11 @@ def image_feature_norm(model: Any, processor: Any, images: list[Any]) -> dict[st
         feats = getattr(out, "pooler_output", out)
         text = model.get_input_embeddings().weight.norm(dim=-1).mean().item()
     return {"vision": feats.norm(dim=-1).mean().item(), "text": text}
+
+
+def image_use_metrics(model: Any, processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[str, float]:
+    """The pre-training probe's view of both: ``image/gap`` (:func:`image_reliance` on ``items``),
+    ``image/vision_norm`` (on the first item's RGB image) and ``image/text_norm``."""
+    gap = image_reliance(model, processor, items)["gap"]
+    norms = image_feature_norm(model, processor, [items[0][2][0]])
+    return {"image/gap": gap, "image/vision_norm": norms["vision"], "image/text_norm": norms["text"]}
