@@ -1,7 +1,8 @@
 """Digit tokens or location tokens? Grounding pre-training of the tiny base's shape, held-out IoU along the way.
 
 Usage: PYTHONPATH=src python benchmarks/location_probe.py --work DIR [--location-tokens] [--steps 600]
-       [--every 150] [--train alone|mixed] [--copy-steps N] [--eval-items 40] [--recipe recipes/tiny-base.yaml] [--seed 0]
+       [--every 150] [--train alone|mixed] [--copy-steps N]
+       [--vision-lr-scale 1.0] [--eval-items 40] [--recipe recipes/tiny-base.yaml] [--seed 0]
 
 Builds the recipe's tiny model (its shape, its copy pre-training, a tokenizer trained on grounding texts;
 with --location-tokens the coordinate grid added as tokens, :mod:`sifthinker.model.location_tokens`),
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--corpus-items", type=int, default=400)
     ap.add_argument("--copy-steps", type=int, default=None, help="copy pre-training steps (default: the recipe's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vision-lr-scale", type=float, default=1.0, help="tower and projector lr / the LM's")
     ap.add_argument("--work", type=Path, required=True)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -80,8 +82,9 @@ def main() -> None:
                                                           "rows": rows}, indent=1))
 
     grounding_pretrain(model, proc, args.steps, w, h, seed=args.seed, log_every=min(50, args.every),
-                       alone_steps=args.steps if args.train == "alone" else 0, on_log=evaluate)
-    kind = "location tokens" if args.location_tokens else "digit tokens"
+                       alone_steps=args.steps if args.train == "alone" else 0, on_log=evaluate,
+                       vision_lr_scale=args.vision_lr_scale)
+    kind = ("location tokens" if args.location_tokens else "digit tokens") + f", vision lr x{args.vision_lr_scale}"
     print(f"\n{kind}; train {args.train}; {args.eval_items} held-out items per group; seed {args.seed}")
     print(f"{'step':>5} {'IoU 1':>6} {'Acc 1':>6} {'IoU 3-8':>8} {'Acc 3-8':>8} {'img gap':>8} {'|vis|':>7} {'wall':>6}")
     for r in rows:
