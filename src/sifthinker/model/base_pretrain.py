@@ -214,15 +214,19 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
         history.append({"stretch": len(history) + 1, "start": start, "seed": p.seed, "steps": 0,
                         "planned_steps": p.steps, "batch_size": p.batch_size,
                         "ground_fraction": p.ground_fraction, "copy_every": p.copy_every,
-                        "learning_rate": p.learning_rate, "recipe": recipe, "commit": source_commit(),
+                        "learning_rate": p.learning_rate, "vision_lr_scale": p.vision_lr_scale, "recipe": recipe, "commit": source_commit(),
                         "started": _now(), "updated": _now(),
                         "data": f"synthetic scenes {cfg.data.width}x{cfg.data.height}, item seeds "
                                 f"{item_seeds(cfg, 1)[0]}.. (grounding: 1 / 2-3 / 3-8 objects; short "
                                 "answers: the builder's 3-8)"})
         state = {"step": 0, "history": history, "probe": {}, "run_id": None}
     model, processor = load_model(src, cfg, for_training=True)
-    optim = make_optimizer(model, p.learning_rate, p.warmup, p.steps)
+    optim = make_optimizer(model, p.learning_rate, p.warmup, p.steps, p.vision_lr_scale)
     if "optimizer" in state:
+        if len(state["optimizer"]["param_groups"]) != len(optim[0].param_groups):
+            raise ValueError(f"the checkpoint in {out} was trained with another pretrain.vision_lr_scale (its "
+                             "optimizer has other parameter groups): resume with the setting it started with, "
+                             "or start a new stretch with --init-from")
         optim[0].load_state_dict(state["optimizer"])
         optim[1].load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
