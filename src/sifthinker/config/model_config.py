@@ -27,6 +27,11 @@ class TinyModelConfig:
                                         "image-width rotary section (its lowest frequencies) nearly constant.", gt=1)
     tie_word_embeddings: bool = _f(False, "Share the input embedding and the output head (as Qwen2.5-VL-3B does).")
     seed: int = _f(0, "Seed of the random initial weights.", ge=0)
+    location_tokens: bool = _f(False, "Add every value of the traces' 3-decimal coordinate grid (\"0.0\", "
+                                      "\"0.001\", ..., \"1.0\") to the tokenizer as one token each, as "
+                                      "PaliGemma's and Florence-2's location tokens (sifthinker.model."
+                                      "location_tokens): a box becomes 4 predictions instead of ~16 digits; the "
+                                      "trace text is unchanged. Measured in docs/benchmarks.md.")
     pretrain_steps: int = _f(0, "Steps of text pre-training on copying (sifthinker.model.pretrain) before the "
                                 "model is saved: a stand-in for a hub checkpoint's pre-training. A random LM "
                                 "never learns from a few hundred SFT items to copy the question's object names "

@@ -20,6 +20,11 @@ class PretrainConfig:
     batch_size: int = _f(8, "Image-question items per step.", ge=1)
     learning_rate: float = _f(2.0e-3, "Peak AdamW learning rate (as the grounding pre-training measured).", gt=0)
     warmup: int = _f(200, "Linear warm-up steps.", ge=1)
+    vision_lr_scale: float = _f(1.0, "The vision tower and projector train at learning_rate times this. At 1.0 "
+                                     "the tower's output norm grew 0.8 -> 395 and the base stopped reading its "
+                                     "images; 0.1 kept it at ~2 and the image loss gap grew (600 steps, one "
+                                     "seed), not yet shown to make the base point (docs/benchmarks.md). A checkpoint resumes only with the "
+                                     "value it started with; change it for a new stretch (--init-from).", gt=0)
     ground_fraction: float = _f(0.5, "Share of a batch's items that are 'Where is the <colour> <shape>?' "
                                      "(answered with the object's SIF area); the rest are short-answer "
                                      "questions (colour, shape, count, existence, nearer, larger, left).",

@@ -177,6 +177,7 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
 
     from sifthinker.model.base_probe import format_probe, probe_items, run_probe
     from sifthinker.model.ground_pretrain import vlm_batch
+    from sifthinker.model.image_use import image_use_metrics
     from sifthinker.model.loading import check_model_folder, load_model
     from sifthinker.model.pretrain import copy_batch, copy_corpus, make_optimizer, optimizer_step
     from sifthinker.registry import tracking
@@ -213,15 +214,19 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
         history.append({"stretch": len(history) + 1, "start": start, "seed": p.seed, "steps": 0,
                         "planned_steps": p.steps, "batch_size": p.batch_size,
                         "ground_fraction": p.ground_fraction, "copy_every": p.copy_every,
-                        "learning_rate": p.learning_rate, "recipe": recipe, "commit": source_commit(),
+                        "learning_rate": p.learning_rate, "vision_lr_scale": p.vision_lr_scale, "recipe": recipe, "commit": source_commit(),
                         "started": _now(), "updated": _now(),
                         "data": f"synthetic scenes {cfg.data.width}x{cfg.data.height}, item seeds "
                                 f"{item_seeds(cfg, 1)[0]}.. (grounding: 1 / 2-3 / 3-8 objects; short "
                                 "answers: the builder's 3-8)"})
         state = {"step": 0, "history": history, "probe": {}, "run_id": None}
     model, processor = load_model(src, cfg, for_training=True)
-    optim = make_optimizer(model, p.learning_rate, p.warmup, p.steps)
+    optim = make_optimizer(model, p.learning_rate, p.warmup, p.steps, p.vision_lr_scale)
     if "optimizer" in state:
+        if len(state["optimizer"]["param_groups"]) != len(optim[0].param_groups):
+            raise ValueError(f"the checkpoint in {out} was trained with another pretrain.vision_lr_scale (its "
+                             "optimizer has other parameter groups): resume with the setting it started with, "
+                             "or start a new stretch with --init-from")
         optim[0].load_state_dict(state["optimizer"])
         optim[1].load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -230,6 +235,9 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
     step_fn = optimizer_step(model, p.learning_rate, p.warmup, p.steps, optim)
     texts, words = copy_corpus(corpus)
     held_out = probe_items(p.probe_items, cfg.data.width, cfg.data.height)
+    # Whether the loss depends on the images at all, and the tower's output norm (docs/benchmarks.md:
+    # the first base learnt the format while ignoring its images).
+    gap_items = held_out["ground/1"][:8]
 
     tracking.configure(cfg)
     exp = mlflow.get_experiment_by_name(cfg.registry.experiment)
@@ -274,6 +282,8 @@ def pretrain_base(cfg: RunConfig, out: Path, init_from: Path | None = None, reci
                 mlflow.log_metrics({"loss": mean, "lr": optim[1].get_last_lr()[0], "s_per_step": rate}, step=step)
             if step % p.probe_every == 0 or step == p.steps:
                 state["probe"] = {"step": step, **run_probe(model, processor, held_out)}
+                if len(gap_items) >= 2:
+                    state["probe"] |= image_use_metrics(model, processor, gap_items)
                 mlflow.log_metrics({k: v for k, v in state["probe"].items() if k != "step"}, step=step)
                 log.info(format_probe(step, state["probe"]))
             if time.monotonic() - t_ckpt >= p.checkpoint_minutes * 60 or step == last:

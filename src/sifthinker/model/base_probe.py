@@ -97,4 +97,7 @@ def format_probe(step: int, metrics: dict[str, float]) -> str:
                  for k in (f"ground/{n}" for n in SCENE_GROUPS) if k + "/iou" in metrics)
     s = " ".join(f"{kind}:{metrics[f'short/{kind}/acc']:.2f}" for kind in sorted(KINDS)
                  if f"short/{kind}/acc" in metrics)
-    return f"probe step {step}: ground IoU/Acc@0.5 {g} | short-answer {s}"
+    line = f"probe step {step}: ground IoU/Acc@0.5 {g} | short-answer {s}"
+    if "image/gap" in metrics:  # sifthinker.model.image_use: 0 means the images are not used
+        line += f" | image loss gap {metrics['image/gap']:.4f}, |vision| {metrics['image/vision_norm']:.1f}"
+    return line

@@ -101,17 +101,18 @@ def vlm_batch(processor: Any, items: list[tuple[str, str, list[Any]]]) -> dict[s
 
 def grounding_pretrain(model: PreTrainedModel, processor: Any, steps: int, width: int, height: int,
                        seed: int = 0, log_every: int = 50, alone_steps: int = 0,
-                       on_log: Callable[[int], None] | None = None) -> float:
+                       on_log: Callable[[int], None] | None = None, vision_lr_scale: float = 1.0) -> float:
     """Train ``model`` in place to box named objects; returns the last logged step's loss.
 
     ``alone_steps``: the first steps show one object per scene (a curriculum; measured, it did not help
     with crowded scenes). ``on_log(step)``: called after each logged step (benchmarks/ground_probe.py
-    evaluates there; it must leave the model in train mode)."""
+    evaluates there; it must leave the model in train mode). ``vision_lr_scale``: see
+    :func:`.pretrain.make_optimizer`."""
     import torch
 
     from sifthinker.model.pretrain import optimizer_step
 
-    step_fn = optimizer_step(model, LEARNING_RATE, WARMUP, steps)
+    step_fn = optimizer_step(model, LEARNING_RATE, WARMUP, steps, vision_lr_scale=vision_lr_scale)
     model.train()
     loss, t0 = float("nan"), time.monotonic()
     with torch.random.fork_rng(devices=[]):

@@ -47,25 +47,40 @@ def copy_spans(texts: Sequence[list[str]], words: Sequence[str], rng: random.Ran
     return " ".join(rng.choice(words) if w.isalpha() and rng.random() < 0.5 else w for w in text[start:start + n])
 
 
-def make_optimizer(model: PreTrainedModel, lr: float, warmup: int, steps: int) -> tuple[Any, Any, list[Any]]:
+def make_optimizer(model: PreTrainedModel, lr: float, warmup: int, steps: int,
+                   vision_lr_scale: float = 1.0) -> tuple[Any, Any, list[Any]]:
     """The pre-trainings' AdamW over the trainable parameters and its schedule: linear warm-up then linear
-    decay to 5% over ``steps`` (a short run must end calm, not at peak rate). Returns (optimizer,
-    scheduler, parameters); the long base pre-training checkpoints the first two."""
+    decay to 5% over ``steps`` (a short run must end calm, not at peak rate). ``vision_lr_scale``: the
+    vision tower and projector train at ``lr`` times this (VLM recipes give the tower a lower rate; here
+    its output norm grew 0.8 -> 395 at 2e-3, docs/benchmarks.md). Returns (optimizer, scheduler,
+    parameters); the long base pre-training checkpoints the first two."""
     import torch
 
+    from sifthinker.model.loading import vision_tower
+
+    if vision_lr_scale <= 0:
+        raise ValueError(f"vision_lr_scale must be > 0, got {vision_lr_scale}")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    tower = vision_tower(model)
+    if vision_lr_scale == 1.0 or tower is None:
+        groups: list[dict[str, Any]] = [{"params": params}]
+    else:
+        seen = {id(p) for p in tower.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in seen]},
+                  {"params": [p for p in params if id(p) in seen], "lr": lr * vision_lr_scale}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / steps))
     return opt, sched, params
 
 
 def optimizer_step(model: PreTrainedModel, lr: float, warmup: int, steps: int,
-                   optim: tuple[Any, Any, list[Any]] | None = None) -> Callable[[Any], None]:
+                   optim: tuple[Any, Any, list[Any]] | None = None,
+                   vision_lr_scale: float = 1.0) -> Callable[[Any], None]:
     """The pre-trainings' update (:func:`make_optimizer`'s, or ``optim``'s), gradients clipped to norm 1.
     Returns a function that takes one step on a loss."""
     import torch
 
-    opt, sched, params = optim or make_optimizer(model, lr, warmup, steps)
+    opt, sched, params = optim or make_optimizer(model, lr, warmup, steps, vision_lr_scale)
 
     def step(loss: Any) -> None:
         loss.backward()

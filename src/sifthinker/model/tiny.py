@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from sifthinker.config.model_config import TinyModelConfig
 from sifthinker.config.run_config import RunConfig
 from sifthinker.model.chat_template import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT
+from sifthinker.model.location_tokens import add_location_tokens, init_location_embeddings
 from sifthinker.model.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions
@@ -126,6 +127,7 @@ def build_tiny_model(cfg: RunConfig, out_dir: Path, corpus: Iterable[str]) -> Pa
     tiny = cfg.model.tiny
     texts = [*corpus, DEFAULT_SYSTEM_PROMPT, "system\nuser\nassistant\n"]
     tokenizer = build_tokenizer(texts, tiny.vocab_size, model_max_length=MAX_POSITIONS)
+    loc_ids = add_location_tokens(tokenizer) if tiny.location_tokens else []
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     # The embedding may be larger than the vocabulary (as in Qwen: 152064 rows for 151665 tokens), never smaller.
     vocab = max(tiny.vocab_size, len(tokenizer))
@@ -136,6 +138,8 @@ def build_tiny_model(cfg: RunConfig, out_dir: Path, corpus: Iterable[str]) -> Pa
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    if loc_ids:
+        init_location_embeddings(model, loc_ids, seed=tiny.seed)
     if tiny.pretrain_steps:
         from sifthinker.model.pretrain import copy_pretrain
 
