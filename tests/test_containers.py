@@ -182,15 +182,14 @@ def test_pipeline_steps_run_in_the_image_and_a_failing_step_fails_the_run(tmp_pa
     need_image(PIPELINE_IMAGE)
     import dataclasses
 
-    from pipelines.run import container_env, run_in_containers
+    from pipelines.run import run_in_containers, step_environments
     from sifthinker.config import RunConfig
     from sifthinker.stages import recipe_parameter
 
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=16, num_eval=4))
-    env = container_env("containers-test")
-    run_dir = run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": recipe_parameter(cfg)},
-                                tmp_path / "root", env)
+    env = step_environments(cfg, {}, "containers-test")["build-data"]
+    run_dir = run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": recipe_parameter(cfg)}, tmp_path / "root")
     steps = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
     assert steps == ["build-data", "validate-data"]
     train = run_dir / "build-data" / "train_data" / "records.json"
@@ -201,7 +200,58 @@ def test_pipeline_steps_run_in_the_image_and_a_failing_step_fails_the_run(tmp_pa
     bad = recipe_parameter(cfg).replace('"source": "synthetic"', '"source": "no-such-source"')
     assert bad != recipe_parameter(cfg)
     with pytest.raises(RuntimeError):
-        run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": bad}, tmp_path / "root2", env)
+        run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": bad}, tmp_path / "root2")
+
+
+def _env_probe(image: str, envs: dict[str, dict[str, str]]):
+    """One task per pipeline step, in ``image``, with that step's environment (as the pipeline sets it);
+    each returns the environment its process sees."""
+    from kfp import dsl
+
+    @dsl.component(base_image=image, install_kfp_package=False)
+    def probe(step: str) -> str:
+        import json
+        import os
+
+        return json.dumps({"step": step, "env": dict(os.environ)})
+
+    @dsl.pipeline(name="env-probe")
+    def env_probe():
+        for step, env in envs.items():
+            task = probe(step=step)
+            for k, v in env.items():
+                task.set_env_variable(k, v)
+
+    return env_probe
+
+
+def test_a_step_container_sees_only_what_step_access_gives_it(tmp_path, monkeypatch):
+    """Every step's environment of a container run (pipelines/run.py, step_environments: the cluster's
+    secrets, least privilege) reaches its container, and nothing else does: not this process's AWS or
+    MLflow settings. Checked from inside containers of the pipeline image, against the image's own ENV."""
+    need_image(PIPELINE_IMAGE)
+    from pipelines.run import run_in_containers, step_environments
+    from sifthinker.config import RunConfig
+    from sifthinker.local_platform import with_secret_map
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "HF_TOKEN"):
+        monkeypatch.setenv(k, "ambient-must-not-leak")
+    cfg = with_secret_map(RunConfig.load(REPO / "recipes" / "cluster-local.yaml"))
+    secrets = {"sifthinker-mlflow": {"tracking-uri": "http://127.0.0.1:1"},
+               "sifthinker-s3": {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "endpoint-url": "http://x:9"}}
+    envs = step_environments(cfg, secrets, "probe-run")
+    image_env = dict(e.split("=", 1) for e in json.loads(docker("image", "inspect", "-f", "{{json .Config.Env}}",
+                                                               PIPELINE_IMAGE).stdout))
+    run_dir = run_in_containers(_env_probe(PIPELINE_IMAGE, envs), {}, tmp_path / "root")
+    seen = {}
+    for out in run_dir.rglob("executor_output.json"):
+        got = json.loads(json.loads(out.read_text())["parameterValues"]["Output"])
+        seen[got["step"]] = got["env"]
+    assert set(seen) == set(envs)
+    for step, env in seen.items():
+        extra = {k: v for k, v in env.items() if k not in image_env and k != "HOSTNAME"}
+        assert extra == envs[step], step
+        assert "ambient-must-not-leak" not in env.values(), step
 
 
 @pytest.mark.parametrize("name", ["sifthinker-serve-cpu", "sifthinker-serve"])
