@@ -277,7 +277,7 @@ class LocalPlatform:
         repo = image.split("@")[0].rsplit(":", 1)[0]
         if f"{repo}@{digest}" not in held:
             raise PlatformError(f"{image}: the registry serves {digest}, the engine holds {held.strip()}")
-        return f"{image} = {repo}@{digest}"
+        return digest
 
     def upload(self, folder: Path, uri: str) -> int:
         """Put a folder's files under ``s3://bucket/prefix`` (data a site keeps in its object store)."""
