@@ -256,8 +256,8 @@ class LocalPlatform:
         s3 = self.s3_client()
         for bucket in (ARTIFACT_BUCKET, BENCHMARK_BUCKET):
             s3.create_bucket(Bucket=bucket)
-        psql = ("exec", pg, "psql", "-h", "127.0.0.1", "-p", str(self.postgres_port), "-U", DB["user"], "-d", DB["name"],
-                "-c", "select 1")
+        psql = ("exec", "-e", f"PGPASSWORD={DB['password']}", pg, "psql", "-h", "127.0.0.1", "-p", str(self.postgres_port),
+                "-U", DB["user"], "-d", DB["name"], "-c", "select 1")  # over TCP with the password, as MLflow connects
         self._wait("PostgreSQL", lambda: self._run(*psql, check=False).returncode == 0, container=pg)
         store = f"postgresql://{DB['user']}:{DB['password']}@127.0.0.1:{self.postgres_port}/{DB['name']}"
         mlflow = self._container(
