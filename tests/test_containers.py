@@ -267,3 +267,33 @@ def test_the_serve_images_work_folder_is_writable_on_a_read_only_root(name):
     out = docker("run", "--rm", "--read-only", "--tmpfs", "/tmp", ref, "python", "-c", probe, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().startswith("/tmp/")
+
+
+def _final_base_arg(dockerfile: Path) -> str:
+    """The build argument the final stage is FROM (``FROM ${PYTHON_BASE}`` -> ``PYTHON_BASE``)."""
+    import re
+
+    froms = re.findall(r"^FROM \$\{(\w+)\}", dockerfile.read_text(), re.M)
+    return froms[-1]
+
+
+@pytest.mark.parametrize("name", ["sifthinker", "sifthinker-serve-cpu", "sifthinker-mlflow", "sifthinker-postgres"])
+def test_an_image_is_built_on_exactly_its_pinned_base(name):
+    """The base layers of a built image are those of the digest the bases file pins (``make pin-bases``):
+    built on the pin, not on whatever the tag pointed at. The bases file is ``$SIFTHINKER_BASES``
+    (default images/bases.env; `make test-containers` passes its BASES)."""
+    import re
+
+    ref = f"{REGISTRY}/{name}:{TAG}"
+    need_image(ref)
+    bases = read_env(Path(os.environ.get("SIFTHINKER_BASES") or REPO / "images" / "bases.env"))
+    dockerfile = next(p for p in sorted((REPO / "images").glob("Dockerfile*"))
+                      if not p.name.endswith(".dockerignore")
+                      and re.search(rf'^LABEL io.sifthinker.image="{re.escape(name)}"', p.read_text(), re.M))
+    base = bases[_final_base_arg(dockerfile)]
+    if "@sha256:" not in base:
+        pytest.skip(f"{base} is not pinned (make pin-bases BASES=...)")
+    docker("pull", "-q", base)  # by its digest
+    layers = json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", base).stdout)
+    built = json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", ref).stdout)
+    assert built[: len(layers)] == layers, f"{ref} is not built on {base}"
