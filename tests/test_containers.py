@@ -144,6 +144,16 @@ def test_pipeline_image_installs_the_ci_pins_and_runs_as_uid_1000():
     assert ident.startswith("uid=1000(") and "gid=0(" in ident, ident
 
 
+@pytest.mark.parametrize("name", ["sifthinker", "sifthinker-serve-cpu", "sifthinker-mlflow"])
+def test_the_image_users_home_is_its_own(name):
+    """HOME belongs to the image's user: the build's checks ran as root with that HOME (MLflow writes
+    ~/.config/mlflow there on import) and left it root's, unwritable for uid 1000."""
+    ref = f"{REGISTRY}/{name}:{TAG}"
+    need_image(ref)
+    out = docker("run", "--rm", "--entrypoint", "sh", ref, "-c", 'touch "$HOME/probe" && echo ok', check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 def test_the_cli_starts_on_a_read_only_root_file_system():
     """As a pod with readOnlyRootFilesystem: only /tmp (an emptyDir) and the KFP output folders writable."""
     need_image(PIPELINE_IMAGE)
