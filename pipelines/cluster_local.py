@@ -11,6 +11,7 @@ started is torn down.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -65,13 +66,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _build(registry: str, tag: str, docker: str) -> None:
     """``make images`` for :data:`IMAGES`, pushed; the caller's make variables (BASES, CA_BUNDLE,
     TORCH_INDEX_URL, BUILD_FLAGS) reach it through the environment (MAKEFLAGS)."""
-    out = subprocess.run(["make", "-s", "-C", str(REPO), "images", f"IMAGES={' '.join(IMAGES)}",
-                          f"IMAGE_REGISTRY={registry}", f"IMAGE_TAG={tag}", "PUSH=1", f"DOCKER={docker}"],
-                         capture_output=True, text=True)
-    print(out.stdout[-20000:], out.stderr[-20000:])  # to the log
-    if out.returncode != 0:
-        tail = (out.stderr.strip() or out.stdout.strip()).splitlines()[-3:]
-        raise RuntimeError(f"make images failed: {' | '.join(tail)}")
+    argv = ["make", "-s", "-C", str(REPO), "images", f"IMAGES={' '.join(IMAGES)}", f"IMAGE_REGISTRY={registry}",
+            f"IMAGE_TAG={tag}", "PUSH=1", f"DOCKER={docker}"]
+    last: collections.deque[str] = collections.deque(maxlen=3)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:  # to the log as it comes (a first build takes many minutes)
+            print(line, end="", flush=True)
+            if line.strip():
+                last.append(line.strip())
+    if proc.returncode != 0:
+        raise RuntimeError(f"make images failed: {' | '.join(last)}")
 
 
 def local_images(cfg: RunConfig, registry: str, tag: str) -> RunConfig:
@@ -92,7 +96,7 @@ def cluster_local(cfg: RunConfig, console: Console, state_dir: Path, registry: s
     from PIL import Image
 
     from pipelines.run import host_events, run_pipeline_in_containers
-    from sifthinker import registry
+    from sifthinker import registry as model_registry
     from sifthinker.demo import DEMO_SCENE_SEED, ask
     from sifthinker.depth import colorize
     from sifthinker.scenes import generate_items
@@ -132,8 +136,7 @@ def cluster_local(cfg: RunConfig, console: Console, state_dir: Path, registry: s
         if not result.gate_passed:
             raise RuntimeError(f"gate failed, nothing registered: {'; '.join(result.gate_failures)}")
         name, version = cfg.registry.model_name, str(result.registered["version"])
-        os.environ["MLFLOW_TRACKING_URI"] = plat.mlflow_uri  # this process is the user, talking to the server
-        registry.promote(plat.mlflow_uri, name, version, alias=registry.CHAMPION)
+        model_registry.promote(plat.mlflow_uri, name, version, alias=model_registry.CHAMPION)
         console.line(f"5/7 registry: {name} version {version} promoted challenger -> champion on {plat.mlflow_uri}")
         manifest = yaml.safe_load(Path(result.deployment["result"]["path"]).read_text())
         image = manifest["spec"]["predictor"]["containers"][0]["image"]
