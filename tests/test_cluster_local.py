@@ -47,7 +47,7 @@ def _smoke(cfg, work: Path):
     """recipes/cluster-local.yaml at smoke size (minutes on 2 busy cores); V* still read from S3."""
     r = dataclasses.replace
     tiny = r(cfg.model.tiny, pretrain_steps=20)
-    return r(cfg, work_dir=str(work), data=r(cfg.data, num_train=32, num_eval=8),
+    return r(cfg, work_dir=str(work), data=r(cfg.data, num_train=32, num_eval=40),
              model=r(cfg.model, tiny=tiny), sft=r(cfg.sft, epochs=1),
              grpo=r(cfg.grpo, num_items=2, num_generations=2, per_device_batch_size=2, max_completion_length=64),
              eval=r(cfg.eval, max_new_tokens=64), serving=r(cfg.serving, max_new_tokens=64),

@@ -86,7 +86,9 @@ def test_a_recipe_with_its_own_secrets_keeps_them(cfg):
 def _isvc(env: list[dict]) -> dict:
     return {"spec": {"predictor": {"containers": [{
         "image": "127.0.0.1:5055/sifthinker/sifthinker-serve-cpu:0.1.0", "command": ["sifthinker"],
-        "args": ["serve", "--model", "models:/m/1", "--host", "0.0.0.0", "--port", "8080"], "env": env}]}}}
+        "args": ["serve", "--model", "models:/m/1", "--host", "0.0.0.0", "--port", "8080"], "env": env,
+        "volumeMounts": [{"mountPath": "/var/cache/sifthinker", "name": "model-cache"}]}],
+        "volumes": [{"name": "model-cache", "emptyDir": {}}]}}}
 
 
 def test_the_serve_container_is_started_from_the_inference_service():
@@ -100,6 +102,7 @@ def test_the_serve_container_is_started_from_the_inference_service():
     assert spec["env"] == {"HF_HUB_OFFLINE": "1", "AWS_ACCESS_KEY_ID": "k"}
     assert spec["args"] == ["serve", "--model", "models:/m/1", "--host", "127.0.0.1", "--port", "58080"]
     assert spec["command"] == ["sifthinker"] and spec["image"].endswith("sifthinker-serve-cpu:0.1.0")
+    assert spec["tmpfs"] == ["/var/cache/sifthinker"]  # the pod's emptyDir: writable on the read-only root
     with pytest.raises(PlatformError, match="CreateContainerConfigError"):
         serve_spec(_isvc([ref]), {}, 58080)
 

@@ -75,8 +75,8 @@ def image_registry(image: str) -> tuple[str, str]:
 def serve_spec(manifest: Mapping[str, Any], secrets: Mapping[str, Mapping[str, str]], port: int) -> dict[str, Any]:
     """The predictor container of a rendered InferenceService as ``docker run`` needs it: image, command,
     environment (values, and secret keys looked up in ``secrets``; a missing required key fails as the
-    kubelet does) and arguments. One change: it listens on 127.0.0.1:``port`` (host network, so it cannot
-    take the pod's 8080 for granted)."""
+    kubelet does), arguments and the folders of its emptyDir volumes (``tmpfs``). One change: it listens on
+    127.0.0.1:``port`` (host network, so it cannot take the pod's 8080 for granted)."""
     container = manifest["spec"]["predictor"]["containers"][0]
     env: dict[str, str] = {}
     for e in container.get("env") or []:
@@ -94,7 +94,16 @@ def serve_spec(manifest: Mapping[str, Any], secrets: Mapping[str, Mapping[str, s
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
         if flag in args:
             args[args.index(flag) + 1] = value
-    return {"image": container["image"], "command": list(container.get("command") or []), "args": args, "env": env}
+    # The pod's emptyDir volumes (the model cache) are writable folders on its read-only root: a tmpfs each.
+    volumes = {v["name"]: v for v in manifest["spec"]["predictor"].get("volumes") or []}
+    tmpfs = []
+    for m in container.get("volumeMounts") or []:
+        if "emptyDir" not in volumes.get(m["name"], {}):
+            raise PlatformError(f"InferenceService: volume {m['name']!r} at {m['mountPath']} is not an emptyDir; "
+                                "only those are made here")
+        tmpfs.append(m["mountPath"])
+    return {"image": container["image"], "command": list(container.get("command") or []), "args": args, "env": env,
+            "tmpfs": tmpfs}
 
 
 def registry_digest(image: str) -> str:
@@ -296,7 +305,9 @@ class LocalPlatform:
         t0 = time.monotonic()
         with contextlib.ExitStack() as own:
             name = self._container("serve", spec["image"], *spec["command"][1:], *spec["args"], env=spec["env"],
-                                   flags=("--read-only", "--tmpfs", "/tmp", "--entrypoint", spec["command"][0]))
+                                   flags=("--read-only", "--tmpfs", "/tmp",
+                                          *[x for d in spec["tmpfs"] for x in ("--tmpfs", f"{d}:uid=1000,gid=0")],
+                                          "--entrypoint", spec["command"][0]))
             own.callback(self._run, "rm", "-f", name, check=False)
             base = f"http://127.0.0.1:{port}"
             self._wait("the serve container", lambda: _get(f"{base}/v2/health/ready"), container=name, timeout=timeout)
