@@ -79,6 +79,7 @@ def test_the_cluster_path_on_one_machine(tmp_path):
     res = cluster_local(cfg, Console(lines), tmp_path / "state", REGISTRY, TAG, build=True, docker=DOCKER,
                         check=check)
     printed = lines.getvalue()
+    print(printed)  # the stage lines a person would read (shown with -s / on failure)
     # every step ran in its container and wrote its own record as uid 1000
     assert res.run.ran == STEPS, printed
     for task in res.run.tasks.values():
