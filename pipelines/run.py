@@ -305,7 +305,11 @@ def run_in_containers(pipeline_func, arguments: dict[str, Any], pipeline_root: s
     local.init(runner=runner, pipeline_root=str(root), workspace_root=str(workspace), raise_on_error=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
-        pipeline_func(**arguments)
+        try:
+            pipeline_func(**arguments)
+        except Exception as e:  # kfp raises RuntimeError, or ValueError when a later task misses a failed one's outputs
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StepFailed(f"the container run failed: {first}") from e
     new = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
     if not new:
         raise StepFailed(f"the container run left no run folder under {root}")

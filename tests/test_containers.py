@@ -192,7 +192,7 @@ def test_pipeline_steps_run_in_the_image_and_a_failing_step_fails_the_run(tmp_pa
     need_image(PIPELINE_IMAGE)
     import dataclasses
 
-    from pipelines.run import run_in_containers, step_environments
+    from pipelines.run import StepFailed, run_in_containers, step_environments
     from sifthinker.config import RunConfig
     from sifthinker.stages import recipe_parameter
 
@@ -209,7 +209,7 @@ def test_pipeline_steps_run_in_the_image_and_a_failing_step_fails_the_run(tmp_pa
 
     bad = recipe_parameter(cfg).replace('"source": "synthetic"', '"source": "no-such-source"')
     assert bad != recipe_parameter(cfg)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StepFailed):
         run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": bad}, tmp_path / "root2")
 
 
