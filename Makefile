@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-vllm vllm-env test-containers test-faults demo lint mlflow-ui compile clean manifests images base-images pin-bases
+.PHONY: setup test test-fast test-vllm vllm-env test-containers test-faults demo cluster-local lint mlflow-ui compile clean manifests images base-images pin-bases
 
 setup: $(STAMP)
 
@@ -35,10 +35,22 @@ test-fast: setup
 # The container path with a real engine (tests/pipelines/test_containers.py): builds the pipeline image, then runs the
 # suite (skipped with its reason when no engine answers). DOCKER, IMAGE_REGISTRY, BASES, CA_BUNDLE,
 # TORCH_INDEX_URL as for `make images`.
+CLUSTER_REGISTRY ?= 127.0.0.1:5055/sifthinker  # cluster-local's registry (started when none answers)
+# The container suite: the journey's images built (tagged for the local registry; the journey test pushes
+# them there), then tests/pipelines/test_containers.py and the whole journey (tests/pipelines/test_cluster_local.py).
 test-containers: setup
-	$(MAKE) images IMAGES=sifthinker
-	DOCKER="$(DOCKER)" SIFTHINKER_IMAGE_REGISTRY="$(IMAGE_REGISTRY)" SIFTHINKER_IMAGE_TAG="$(IMAGE_TAG)" \
-	  $(BIN)/python -m pytest -m containers tests/pipelines/test_containers.py
+	$(MAKE) images IMAGES="sifthinker sifthinker-serve-cpu sifthinker-mlflow sifthinker-postgres" IMAGE_REGISTRY=$(CLUSTER_REGISTRY)
+	DOCKER="$(DOCKER)" SIFTHINKER_IMAGE_REGISTRY="$(CLUSTER_REGISTRY)" SIFTHINKER_IMAGE_TAG="$(IMAGE_TAG)" \
+	  SIFTHINKER_BASES="$(BASES)" $(BIN)/python -m pytest -m containers tests/pipelines/test_containers.py tests/pipelines/test_cluster_local.py
+
+# The cluster path on this machine (docs/cluster.md, "The container path on one machine"): a registry on
+# 127.0.0.1, the images built and pushed there, MLflow on PostgreSQL, S3, every pipeline step in its own
+# container, the serve container, one question; then everything started is torn down. make's image
+# variables (BASES, CA_BUNDLE, TORCH_INDEX_URL, BUILD_FLAGS, DOCKER) apply to the build; NO_BUILD=1 uses
+# the images already in the registry.
+cluster-local: setup
+	@DOCKER="$(DOCKER)" $(BIN)/sifthinker $(if $(VERBOSE),-v) cluster-local --recipe recipes/cluster-local.yaml \
+	  --image-registry $(CLUSTER_REGISTRY) --image-tag $(IMAGE_TAG) $(if $(NO_BUILD),--no-build)
 
 # Faults a long run must survive with training in the loop (docs/reliability.md): minutes each, opt-in.
 test-faults: setup

@@ -1,4 +1,4 @@
-"""`sifthinker pipeline compile|submit|upload`, `sifthinker run`, `sifthinker demo`: the Kubeflow layer's commands.
+"""`sifthinker pipeline compile|submit|upload`, `run`, `demo`, `cluster-local`: the Kubeflow layer's commands.
 
 They plug into the library's CLI through the ``sifthinker.commands`` entry point (pyproject.toml), so the
 library never imports this layer.
@@ -25,6 +25,7 @@ def register(main: click.Group) -> None:
     main.add_command(pipeline)
     main.add_command(run)
     main.add_command(demo)
+    main.add_command(cluster_local_cmd)
 
 
 def _log_name(prefix: str) -> str:
@@ -129,27 +130,28 @@ def upload(recipe: Path, host: str | None, namespace: str | None, kube_context: 
 @click.option("--runner", type=click.Choice(["subprocess", "docker"]), default="subprocess", show_default=True,
               help="subprocess: each step in this Python environment; docker: each step in the image the recipe's "
                    "platform section names, as uid 1000, through kfp's DockerRunner (a Docker engine needed).")
-@click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
-              help="With --runner docker: environment of every step (MLflow and S3 endpoints, credentials), "
-                   "as a cluster's secrets would deliver it. Repeatable.")
-def run(recipe: Path, pipeline_root: Path | None, as_json: bool, runner: str, envs: tuple[str, ...]) -> None:
+@click.option("--secrets", "secrets_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --runner docker: the contents of the recipe's platform.secrets (YAML: secret name -> key -> "
+                   "value; without platform.secrets, the cluster manifests' sifthinker-mlflow and sifthinker-s3). Each "
+                   "step's container gets only the keys its services need, as environment, and nothing of this "
+                   "process's environment.")
+def run(recipe: Path, pipeline_root: Path | None, as_json: bool, runner: str, secrets_file: Path | None) -> None:
     """Run the whole pipeline locally (kfp.local: one subprocess or one container per step); exit 1 when the
     gate fails."""
-    from pipelines.run import run_local, run_pipeline_in_containers
-    from sifthinker.runtime.console import watch
+    from pipelines.run import host_events, run_local, run_pipeline_in_containers
+    from sifthinker.runtime.console import StageConsole, watch
 
     cfg = load_recipe(recipe)
-    bad = [e for e in envs if "=" not in e or not e.split("=", 1)[0]]
-    if bad:
-        raise CLIError(f"--env takes KEY=VALUE, got {bad[0]!r}")
-    if envs and runner != "docker":
-        raise CLIError("--env is for --runner docker (a subprocess run inherits this environment)")
+    if secrets_file and runner != "docker":
+        raise CLIError("--secrets is for --runner docker (a subprocess run inherits this environment)")
+    secrets = _read_secrets(secrets_file) if secrets_file else {}
     with watch(cfg.path("logs"), _log_name("run"), verbose=verbose()) as (console, _, log_path):
         console.line(f"running {cfg.name} locally ({runner}); full log: {log_path}")
         try:
             if runner == "docker":
                 root = pipeline_root or cfg.path("pipeline_runs_docker")
-                result = run_pipeline_in_containers(cfg, root, dict(e.split("=", 1) for e in envs))
+                with StageConsole(host_events(root), console):  # the containers' stage lines
+                    result = run_pipeline_in_containers(cfg, root, secrets)
             else:
                 result = run_local(cfg, pipeline_root=pipeline_root)
         except Exception as e:
@@ -158,6 +160,53 @@ def run(recipe: Path, pipeline_root: Path | None, as_json: bool, runner: str, en
         console.line(json.dumps(result.to_dict(), indent=1) if as_json else result.summary())
     if result.gate_passed is False:
         sys.exit(1)
+
+
+def _read_secrets(path: Path) -> dict[str, dict[str, str]]:
+    """A --secrets file: secret name -> key -> value (strings), or a clear error."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise CLIError(f"--secrets {path}: expected secret name -> key -> value, e.g. "
+                       "'sifthinker-mlflow: {tracking-uri: http://127.0.0.1:55000}'")
+    return {str(name): {str(k): str(v) for k, v in keys.items()} for name, keys in data.items()}
+
+
+@click.command("cluster-local")
+@click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path), default=Path("recipes/cluster-local.yaml"),
+              show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Registry data (when started here), service logs and the pipeline root (default: "
+                   "<work_dir>/cluster-local).")
+@click.option("--image-registry", default="127.0.0.1:5055/sifthinker", show_default=True,
+              help="Where the images are pushed and pulled: a registry on 127.0.0.1 (started unless one answers).")
+@click.option("--image-tag", default=None, help="Image tag (default: images/bases.env's IMAGE_TAG).")
+@click.option("--build/--no-build", default=True, show_default=True,
+              help="Build and push the images first (make images PUSH=1; make's BASES, CA_BUNDLE, TORCH_INDEX_URL, "
+                   "BUILD_FLAGS apply), or use those already in the registry.")
+def cluster_local_cmd(recipe: Path, state_dir: Path | None, image_registry: str, image_tag: str | None,
+                      build: bool) -> None:
+    """The cluster path on this machine: registry, images, MLflow on PostgreSQL, S3, every pipeline step in its
+    own container, the serve container, one question; everything started is torn down."""
+    from pipelines.cluster_local import REPO, cluster_local
+    from sifthinker.cluster.images import read_env
+    from sifthinker.runtime.console import watch
+
+    cfg = load_recipe(recipe)
+    tag = image_tag or read_env(REPO / "images" / "bases.env")["IMAGE_TAG"]
+    state = (state_dir or cfg.path("cluster-local")).resolve()
+    with watch(cfg.path("logs"), _log_name("cluster-local"), verbose=verbose()) as (console, _, log_path):
+        console.line(f"SIFThinker on a local container platform, recipe {cfg.name}; full log: {log_path}")
+        try:
+            cluster_local(cfg, console, state, image_registry, tag, build=build)
+        except KeyboardInterrupt:
+            console.line("interrupted; what was started is stopped")
+            raise SystemExit(130) from None
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CLIError(f"cluster-local failed: {first} (details in {log_path}); what was started is "
+                           "stopped") from e
 
 
 @click.command()

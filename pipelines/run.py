@@ -19,7 +19,7 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,10 +33,10 @@ __all__ = ["LocalRunResult", "TaskOutputs", "compile_pipeline", "run_local"]
 
 
 # -- compile -------------------------------------------------------------------------------
-def _pipeline(cfg: RunConfig, retries: bool = True):
+def _pipeline(cfg: RunConfig, retries: bool = True, step_env: Mapping[str, Mapping[str, str]] | None = None):
     from pipelines.sifthinker_pipeline import build_pipeline  # lazy: kfp and the components load on use
 
-    return build_pipeline(cfg, retries=retries)
+    return build_pipeline(cfg, retries=retries, step_env=step_env)
 
 
 def compile_pipeline(cfg: RunConfig, out_path: str | Path) -> Path:
@@ -247,11 +247,27 @@ class StepFailed(RuntimeError):
     """A step of a container run did not finish, whatever the runner reported."""
 
 
-def container_env(run_id: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every step's container gets: the run id, the shared work directory, and ``extra``
-    (service endpoints and credentials, as a cluster secret would deliver them). The one place a
-    container run's step environment is made."""
-    return {Env.PIPELINE_RUN.value: run_id, Env.WORK_DIR.value: CONTAINER_WORK_DIR, **(extra or {})}
+# The events file the steps append to (sifthinker.runtime.events), in the workspace: the host reads it for its
+# one line per stage (host_events), as it reads a subprocess run's file.
+CONTAINER_EVENTS = "/kfp-workspace/events.jsonl"
+
+
+def host_events(pipeline_root: str | Path) -> Path:
+    """Where this machine sees :data:`CONTAINER_EVENTS` of a container run under ``pipeline_root``."""
+    return Path(pipeline_root).resolve() / "workspace" / "events.jsonl"
+
+
+def step_environments(cfg: RunConfig, secrets: Mapping[str, Mapping[str, str]],
+                      run_id: str) -> dict[str, dict[str, str]]:
+    """Each step's container environment in a container run: exactly what a pod of that step starts with on
+    a cluster (``sifthinker.cluster.step_access.container_env``: ``platform.env`` and only the keys of the secrets
+    its services need, ``secrets`` being the secrets' contents), plus what the runner itself provides on a
+    cluster (the run id, the shared work directory) and the events file. Nothing from this process's
+    environment: no ambient AWS or MLflow setting reaches a step."""
+    from sifthinker.cluster.step_access import container_env
+
+    own = {Env.PIPELINE_RUN.value: run_id, Env.WORK_DIR.value: CONTAINER_WORK_DIR, Env.EVENTS.value: CONTAINER_EVENTS}
+    return {step: {**container_env(cfg, step, secrets), **own} for step in STAGES}
 
 
 def check_outcomes(run_dir: Path) -> list[str]:
@@ -271,11 +287,12 @@ def check_outcomes(run_dir: Path) -> list[str]:
 
 
 def run_in_containers(pipeline_func, arguments: dict[str, Any], pipeline_root: str | Path,
-                      env: dict[str, str], network: str = "host") -> Path:
+                      network: str = "host") -> Path:
     """Run ``pipeline_func(**arguments)`` with kfp's DockerRunner: each step in the image its task names,
-    as uid 1000, with ``env`` as its environment, on the ``network`` (host: the services on 127.0.0.1
-    answer as they would at their cluster addresses). Nothing is mounted but what kfp mounts: the
-    pipeline root (at the same path) and the workspace. Returns the run's folder, every step checked."""
+    as uid 1000, with the environment its task sets and nothing else (kfp passes the task's env only), on
+    the ``network`` (host: the services on 127.0.0.1 answer as they would at their cluster addresses).
+    Nothing is mounted but what kfp mounts: the pipeline root (at the same path) and the workspace
+    (``<pipeline_root>/workspace``). Returns the run's folder, every step checked."""
     from kfp import local
 
     root = Path(pipeline_root).resolve()
@@ -288,7 +305,11 @@ def run_in_containers(pipeline_func, arguments: dict[str, Any], pipeline_root: s
     local.init(runner=runner, pipeline_root=str(root), workspace_root=str(workspace), raise_on_error=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
-        pipeline_func(**arguments)
+        try:
+            pipeline_func(**arguments)
+        except Exception as e:  # kfp raises RuntimeError, or ValueError when a later task misses a failed one's outputs
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StepFailed(f"the container run failed: {first}") from e
     new = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
     if not new:
         raise StepFailed(f"the container run left no run folder under {root}")
@@ -302,19 +323,25 @@ def _host_paths(cfg: RunConfig) -> list[str]:
     return [str(p) for p in paths if p and "://" not in str(p) and not str(p).startswith(CONTAINER_WORK_DIR)]
 
 
-def run_pipeline_in_containers(cfg: RunConfig, pipeline_root: str | Path, extra_env: dict[str, str] | None = None,
+def run_pipeline_in_containers(cfg: RunConfig, pipeline_root: str | Path,
+                               secrets: Mapping[str, Mapping[str, str]] | None = None,
                                run_id: str | None = None) -> LocalRunResult:
     """The whole compiled pipeline of ``cfg`` in containers (:func:`run_in_containers`): every step in the
-    image ``cfg.platform`` names, its environment from :func:`container_env` (``extra_env``: the service
-    endpoints and credentials)."""
+    image ``cfg.platform`` names, with the environment of :func:`step_environments` (``secrets``: the
+    contents of the secrets the recipe's ``platform.secrets`` maps, secret name -> key -> value). A recipe
+    without ``platform.secrets`` gets the cluster manifests' mapping
+    (``sifthinker.cluster.local_platform.SECRET_MAP``)."""
+    from sifthinker.cluster.local_platform import with_secret_map
+
     host_paths = _host_paths(cfg)
     if host_paths:
         raise ValueError("a container cannot read these paths of this machine (nothing of it is mounted, as on a "
                          f"cluster): {', '.join(host_paths)}; put the data on S3 or in the workspace")
     run_id = run_id or f"docker-{_stamp()}-{uuid.uuid4().hex[:6]}"
-    env = container_env(run_id, extra_env)
-    platform = dataclasses.replace(cfg.platform, workspace_pvc=None, env={**cfg.platform.env, **env})
-    pipeline = _pipeline(dataclasses.replace(cfg, platform=platform), retries=False)
+    cfg = with_secret_map(dataclasses.replace(cfg, platform=dataclasses.replace(cfg.platform, workspace_pvc=None)))
+    envs = step_environments(cfg, secrets or {}, run_id)
     root = Path(pipeline_root).resolve()
-    run_dir = run_in_containers(pipeline, {"recipe": recipe_parameter(cfg), "apply_deployment": False}, root, env)
+    host_events(root).unlink(missing_ok=True)  # a fresh file for this run's stage lines
+    pipeline = _pipeline(cfg, retries=False, step_env=envs)
+    run_dir = run_in_containers(pipeline, {"recipe": recipe_parameter(cfg), "apply_deployment": False}, root)
     return _collect(run_id, root, run_dir)

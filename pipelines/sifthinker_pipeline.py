@@ -19,7 +19,7 @@ compiled spec carries both); ``sifthinker pipeline submit -p key=value`` is chec
 
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from kfp import dsl
 
@@ -38,10 +38,13 @@ def pipeline_name(cfg: RunConfig) -> str:
     return "sifthinker-" + (re.sub(r"[^a-z0-9]+", "-", cfg.name.lower()).strip("-") or "run")
 
 
-def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
+def build_pipeline(cfg: RunConfig, retries: bool = True,
+                   step_env: Mapping[str, Mapping[str, str]] | None = None) -> Callable:
     """The pipeline function for ``cfg`` (compile it with kfp's compiler or call it after ``kfp.local.init``).
 
-    ``retries=False`` leaves out the steps' retry policies (local runs fail at once).
+    ``retries=False`` leaves out the steps' retry policies (local runs fail at once). ``step_env``: per
+    step, environment variables set as plain values (a container run's stand-in for the secrets a
+    cluster injects; pipelines/run.py, ``step_environments``).
     """
     from components import build_data, deploy, evaluate, gate, grpo_sif, register, sft, validate_data
 
@@ -79,5 +82,7 @@ def build_pipeline(cfg: RunConfig, retries: bool = True) -> Callable:
         for step, task in tasks.items():
             apply_platform(task, cfg, step)
             apply_policy(task, cfg, step, retries=retries)
+            for name, value in (step_env or {}).get(step, {}).items():
+                task.set_env_variable(name, value)
 
     return sifthinker_pipeline

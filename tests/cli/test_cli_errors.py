@@ -65,13 +65,13 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(monkeyp
     assert res.exit_code == 1 and isinstance(res.exception, KeyError)  # the real exception, for its traceback
 
 
-@pytest.mark.parametrize("args, words", [
-    (("--runner", "docker", "--env", "NOEQUALS"), ("--env takes KEY=VALUE", "NOEQUALS")),
-    (("--env", "A=1"), ("--env is for --runner docker",)),
-])
-def test_run_env_is_key_value_and_only_for_containers(args, words):
-    code, lines = run("run", "--recipe", str(ROOT / "recipes" / "local.yaml"), *args)
-    assert_one_line_error(code, lines, *words)
+def test_run_secrets_are_a_mapping_and_only_for_containers(tmp_path):
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("just-a-string\n")
+    for args, words in ((("--runner", "docker"), ("--secrets", "secret name -> key -> value")),
+                        ((), ("--secrets is for --runner docker",))):
+        code, lines = run("run", "--recipe", str(ROOT / "recipes" / "local.yaml"), *args, "--secrets", str(secrets))
+        assert_one_line_error(code, lines, *words)
 
 
 def test_a_container_run_refuses_paths_of_this_machine(tmp_path):

@@ -144,6 +144,16 @@ def test_pipeline_image_installs_the_ci_pins_and_runs_as_uid_1000():
     assert ident.startswith("uid=1000(") and "gid=0(" in ident, ident
 
 
+@pytest.mark.parametrize("name", ["sifthinker", "sifthinker-serve-cpu", "sifthinker-mlflow"])
+def test_the_image_users_home_is_its_own(name):
+    """HOME belongs to the image's user: the build's checks ran as root with that HOME (MLflow writes
+    ~/.config/mlflow there on import) and left it root's, unwritable for uid 1000."""
+    ref = f"{REGISTRY}/{name}:{TAG}"
+    need_image(ref)
+    out = docker("run", "--rm", "--entrypoint", "sh", ref, "-c", 'touch "$HOME/probe" && echo ok', check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 def test_the_cli_starts_on_a_read_only_root_file_system():
     """As a pod with readOnlyRootFilesystem: only /tmp (an emptyDir) and the KFP output folders writable."""
     need_image(PIPELINE_IMAGE)
@@ -182,15 +192,14 @@ def test_pipeline_steps_run_in_the_image_and_a_failing_step_fails_the_run(tmp_pa
     need_image(PIPELINE_IMAGE)
     import dataclasses
 
-    from pipelines.run import container_env, run_in_containers
+    from pipelines.run import StepFailed, run_in_containers, step_environments
     from sifthinker.config.run_config import RunConfig
     from sifthinker.runtime.stages import recipe_parameter
 
     cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=16, num_eval=4))
-    env = container_env("containers-test")
-    run_dir = run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": recipe_parameter(cfg)},
-                                tmp_path / "root", env)
+    env = step_environments(cfg, {}, "containers-test")["build-data"]
+    run_dir = run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": recipe_parameter(cfg)}, tmp_path / "root")
     steps = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
     assert steps == ["build-data", "validate-data"]
     train = run_dir / "build-data" / "train_data" / "records.json"
@@ -200,8 +209,61 @@ def test_pipeline_steps_run_in_the_image_and_a_failing_step_fails_the_run(tmp_pa
 
     bad = recipe_parameter(cfg).replace('"source": "synthetic"', '"source": "no-such-source"')
     assert bad != recipe_parameter(cfg)
-    with pytest.raises(RuntimeError):
-        run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": bad}, tmp_path / "root2", env)
+    with pytest.raises(StepFailed):
+        run_in_containers(_two_steps(PIPELINE_IMAGE, env), {"recipe": bad}, tmp_path / "root2")
+
+
+def _env_probe(image: str, envs: dict[str, dict[str, str]]):
+    """One task per pipeline step, in ``image``, with that step's environment (as the pipeline sets it);
+    each returns the environment its process sees."""
+    from kfp import dsl
+
+    @dsl.component(base_image=image, install_kfp_package=False)
+    def probe(step: str) -> str:
+        import json
+        import os
+
+        return json.dumps({"step": step, "env": dict(os.environ)})
+
+    @dsl.pipeline(name="env-probe")
+    def env_probe():
+        for step, env in envs.items():
+            task = probe(step=step)
+            for k, v in env.items():
+                task.set_env_variable(k, v)
+
+    return env_probe
+
+
+def test_a_step_container_sees_only_what_step_access_gives_it(tmp_path, monkeypatch):
+    """Every step's environment of a container run (pipelines/run.py, step_environments: the cluster's
+    secrets, least privilege) reaches its container, and nothing else does: not this process's AWS or
+    MLflow settings. Checked from inside containers of the pipeline image, against the image's own ENV."""
+    need_image(PIPELINE_IMAGE)
+    from pipelines.run import run_in_containers, step_environments
+    from sifthinker.cluster.local_platform import with_secret_map
+    from sifthinker.config.run_config import RunConfig
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "HF_TOKEN"):
+        monkeypatch.setenv(k, "ambient-must-not-leak")
+    cfg = with_secret_map(RunConfig.load(REPO / "recipes" / "cluster-local.yaml"))
+    secrets = {"sifthinker-mlflow": {"tracking-uri": "http://127.0.0.1:1"},
+               "sifthinker-s3": {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "endpoint-url": "http://x:9"}}
+    envs = step_environments(cfg, secrets, "probe-run")
+    image_env = dict(e.split("=", 1) for e in json.loads(docker("image", "inspect", "-f", "{{json .Config.Env}}",
+                                                               PIPELINE_IMAGE).stdout))
+    run_dir = run_in_containers(_env_probe(PIPELINE_IMAGE, envs), {}, tmp_path / "root")
+    seen = {}
+    for out in run_dir.rglob("executor_output.json"):
+        got = json.loads(json.loads(out.read_text())["parameterValues"]["Output"])
+        seen[got["step"]] = got["env"]
+    assert set(seen) == set(envs)
+    # set by the engine (HOSTNAME), the step's shell (PWD) and kfp's executor for itself (_KFP_RUNTIME)
+    own = {"HOSTNAME", "PWD", "_KFP_RUNTIME"}
+    for step, env in seen.items():
+        extra = {k: v for k, v in env.items() if k not in image_env and k not in own}
+        assert extra == envs[step], step
+        assert "ambient-must-not-leak" not in env.values(), step
 
 
 @pytest.mark.parametrize("name", ["sifthinker-serve-cpu", "sifthinker-serve"])
@@ -215,3 +277,33 @@ def test_the_serve_images_work_folder_is_writable_on_a_read_only_root(name):
     out = docker("run", "--rm", "--read-only", "--tmpfs", "/tmp", ref, "python", "-c", probe, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().startswith("/tmp/")
+
+
+def _final_base_arg(dockerfile: Path) -> str:
+    """The build argument the final stage is FROM (``FROM ${PYTHON_BASE}`` -> ``PYTHON_BASE``)."""
+    import re
+
+    froms = re.findall(r"^FROM \$\{(\w+)\}", dockerfile.read_text(), re.M)
+    return froms[-1]
+
+
+@pytest.mark.parametrize("name", ["sifthinker", "sifthinker-serve-cpu", "sifthinker-mlflow", "sifthinker-postgres"])
+def test_an_image_is_built_on_exactly_its_pinned_base(name):
+    """The base layers of a built image are those of the digest the bases file pins (``make pin-bases``):
+    built on the pin, not on whatever the tag pointed at. The bases file is ``$SIFTHINKER_BASES``
+    (default images/bases.env; `make test-containers` passes its BASES)."""
+    import re
+
+    ref = f"{REGISTRY}/{name}:{TAG}"
+    need_image(ref)
+    bases = read_env(Path(os.environ.get("SIFTHINKER_BASES") or REPO / "images" / "bases.env"))
+    dockerfile = next(p for p in sorted((REPO / "images").glob("Dockerfile*"))
+                      if not p.name.endswith(".dockerignore")
+                      and re.search(rf'^LABEL io.sifthinker.image="{re.escape(name)}"', p.read_text(), re.M))
+    base = bases[_final_base_arg(dockerfile)]
+    if "@sha256:" not in base:
+        pytest.skip(f"{base} is not pinned (make pin-bases BASES=...)")
+    docker("pull", "-q", base)  # by its digest
+    layers = json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", base).stdout)
+    built = json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", ref).stdout)
+    assert built[: len(layers)] == layers, f"{ref} is not built on {base}"
