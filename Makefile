@@ -35,7 +35,9 @@ test-fast: setup
 # The container path with a real engine (tests/pipelines/test_containers.py): builds the pipeline image, then runs the
 # suite (skipped with its reason when no engine answers). DOCKER, IMAGE_REGISTRY, BASES, CA_BUNDLE,
 # TORCH_INDEX_URL as for `make images`.
-CLUSTER_REGISTRY ?= 127.0.0.1:5055/sifthinker  # cluster-local's registry (started when none answers)
+# cluster-local's registry (started when none answers). A comment after a make assignment would keep the
+# spaces before it in the value, so comments go on their own line.
+CLUSTER_REGISTRY ?= 127.0.0.1:5055/sifthinker
 # The container suite: the journey's images built (tagged for the local registry; the journey test pushes
 # them there), then tests/pipelines/test_containers.py and the whole journey (tests/pipelines/test_cluster_local.py).
 test-containers: setup

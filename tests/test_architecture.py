@@ -278,3 +278,11 @@ def test_every_import_of_the_library_resolves():
                     if alias.name.startswith("sifthinker"):
                         importlib.import_module(alias.name)
     assert unresolved == []
+
+
+def test_no_makefile_assignment_carries_a_comment():
+    """make keeps the spaces before an inline comment in the value (`X ?= a  # why` is "a  "): a registry
+    named that way gave every image name a blank in the middle, and the container suite skipped them all."""
+    bad = [line for line in (ROOT / "Makefile").read_text().splitlines()
+           if re.match(r"^[A-Z_]+\s*[?:+]?=", line) and "#" in line]
+    assert bad == []
