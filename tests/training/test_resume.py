@@ -26,20 +26,13 @@ import pytest
 
 pytest.importorskip("trl")
 
-from helpers import make_cfg, make_records  # noqa: E402
+from helpers import make_cfg  # noqa: E402
 
 from sifthinker.rewards.progress import SQLiteProgressStore  # noqa: E402
 from sifthinker.training.checkpoints import MARKER, CheckpointPlan, run_key  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume-data")
-    make_records(root)
-    return root
 
 
 @pytest.fixture(scope="module")
