@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-vllm vllm-env test-containers test-faults demo cluster-local lint mlflow-ui compile clean manifests images base-images pin-bases
+.PHONY: setup test test-fast test-vllm vllm-env test-containers test-faults demo cluster-local lint mlflow-ui compile clean manifests images base-images pin-bases lock-gpu
 
 setup: $(STAMP)
 
@@ -128,6 +128,12 @@ base-images:
 pin-bases:
 	@test -x $(BIN)/python || $(MAKE) setup
 	$(BIN)/python -m sifthinker.cluster.images pin $(BASES) $(if $(PIN_TOOL),--tool $(PIN_TOOL))
+
+# The training image's lock, images/constraints-gpu.txt (sifthinker.cluster.gpu_lock): constraints.txt's pins
+# resolved together with vLLM (which pins its own torch and caps a few of CI's pins). Rerun when
+# constraints.txt, pyproject.toml or the vLLM pin change; needs PyPI (~2-3 min).
+lock-gpu: setup
+	$(BIN)/python -m sifthinker.cluster.gpu_lock
 
 mlflow-ui: setup
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the model-training view)"

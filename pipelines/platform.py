@@ -1,7 +1,8 @@
 """The one place where the run config's ``platform`` section becomes Kubernetes settings of a task.
 
 For every step: the container image (``platform.image``, or ``platform.gpu_image`` on a GPU step), the
-plain environment (``platform.env``) and the workspace PVC (``platform.workspace_pvc``, mounted at
+plain environment (``platform.env``), the Python environment in the image (grpo-sif with vLLM rollouts:
+``sifthinker.cluster.step_access.python_env``) and the workspace PVC (``platform.workspace_pvc``, mounted at
 ``/workspace`` and made the work directory).
 
 Secrets (``platform.secrets``) as environment variables, least privilege: each step gets only the keys
@@ -44,7 +45,7 @@ import dataclasses
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from sifthinker.cluster.step_access import eval_gpu_budget, secret_bindings, step_access, step_requests
+from sifthinker.cluster.step_access import eval_gpu_budget, python_env, secret_bindings, step_access, step_requests
 from sifthinker.config.platform_config import GPUConfig
 from sifthinker.config.run_config import RunConfig
 from sifthinker.config.schema import ConfigError
@@ -90,7 +91,9 @@ def apply_platform(task: PipelineTask, cfg: RunConfig, step: str) -> PipelineTas
     """Apply the platform settings for ``step`` to ``task`` (see the module docstring)."""
     p = cfg.platform
     task.set_container_image(image_for(cfg, step))
-    for name, value in p.env.items():
+    # the GPU image's vLLM environment for a step that trains in it (a TrainJob's nodes get it from the job)
+    own_python = python_env(cfg, step_name(step)) if is_gpu_step(cfg, step) else {}
+    for name, value in {**p.env, **own_python}.items():
         task.set_env_variable(name, str(value))
     apply_secrets(task, cfg, step_name(step))
     if p.workspace_pvc:

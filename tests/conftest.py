@@ -3,13 +3,18 @@
 * ``moto_s3``: a moto S3 server (in-process thread) with an empty bucket;
 * ``mlflow_server``: a real ``mlflow server`` subprocess, sqlite backend, artifacts proxied to the moto bucket;
 * ``tiny_model_dir``: a tiny random Qwen2.5-VL folder, built once;
-* ``serving_server``: ``sifthinker serve --model <tiny_model_dir>`` as a subprocess.
+* ``serving_server``: ``sifthinker serve --model <tiny_model_dir>`` as a subprocess;
+* ``postgres``: a throw-away PostgreSQL cluster (Debian's initdb / pg_ctl) for MLflow's backend store.
 
 Server logs go to files under the session's tmp dir; a start-up failure shows their tail. Plain helpers
 (the servers' handles, ``start_serving``, records, recipes) are in helpers.py."""
 
 import os
+import pwd
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -152,3 +157,53 @@ def serving_server(tiny_model_dir, tmp_path_factory):
     """``sifthinker serve`` on the tiny model, as a subprocess on a free port."""
     with start_serving(tiny_model_dir, tmp_path_factory.mktemp("serving"), extra_args=("--max-new-tokens", "24")) as s:
         yield s
+
+
+# ---- MLflow's backend on a real PostgreSQL (registry/test_mlflow_postgres.py, training/test_tracking_outage.py)
+PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root (CI, containers) run it as Debian's `postgres` user."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL cluster in a temp folder, on a free port, with a password-protected `mlflow` database.
+    Skips, saying why, without Debian's ``postgresql`` package (.ci/run installs it)."""
+    if not PG_BIN:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+    bin_dir = PG_BIN[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="sifthinker-pg-"))  # not under pytest's root-only tmp folder
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    pwfile = root / "pw"
+    pwfile.write_text("s3cret-pg\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres", "postgres")
+    port = free_port()
+    run = {"check": True, "capture_output": True, "text": True, "timeout": 120}
+    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "mlflow",
+                                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8"]), **run)
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-o", opts,
+                                 "-l", str(root / "server.log"), "-w", "start"]), **run)
+    try:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=port, user="mlflow", password="s3cret-pg", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE mlflow")
+        yield f"postgresql://mlflow:s3cret-pg@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "stop"]),
+                       capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

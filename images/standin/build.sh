@@ -43,7 +43,7 @@ echo "build $uv"; build -f "$HERE/Dockerfile.uv" --build-arg PYTHON_BASE="$pytho
 postgres=$PREFIX/postgres:16-bookworm-standin-pg15
 echo "build $postgres"; build -f "$HERE/Dockerfile.postgres" --build-arg DEBIAN_BASE="$debian" -t "$postgres" "$HERE"
 # No CUDA outside nvcr.io: the train image's stand-in base is Debian 12 itself (Python 3.11 for uv to find).
-cuda=$PREFIX/cuda:12.8.1-devel-standin-no-cuda
+cuda=$PREFIX/cuda:13.0.2-devel-standin-no-cuda
 echo "tag $cuda"; $DOCKER tag "$python" "$cuda"
 if [ -n "${PUSH:-}" ]; then
   for ref in "$python" "$uv" "$postgres" "$cuda"; do echo "push $ref"; $DOCKER push -q "$ref" >/dev/null; done

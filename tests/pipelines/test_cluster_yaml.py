@@ -245,3 +245,24 @@ def test_the_docs_table_is_the_7b_recipes(compiled):
         res = c.container(step)["resources"]
         assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == (cpu, memory), step
         assert res.get("accelerator", {}).get("resourceCount", "0") == gpus, step
+
+
+def test_grpo_sif_runs_in_the_vllm_environment_exactly_when_it_rolls_out_with_vllm(compiled):
+    """The GPU image has two Python environments (images/Dockerfile.train: vLLM 0.31 caps transformers below
+    what SFT needs): a pod's PATH picks one. grpo-sif training in its own pod with grpo.use_vllm starts with
+    the vLLM environment first, then the image's own PATH (nvcc's folder included, for DeepSpeed); no other
+    step, no step that only submits a TrainJob (its nodes get it: test_trainjob) and no recipe without vLLM
+    rollouts overrides PATH."""
+    from sifthinker.cluster.step_access import GPU_IMAGE_PATH
+
+    seen = set()
+    for recipe, (cfg, c) in compiled.items():
+        for step in STAGES:
+            path = c.pod_env(step, WITH_ENDPOINT)[0].get("PATH")
+            if step == "grpo-sif" and cfg.grpo.use_vllm and not cfg.platform.uses_train_job:
+                assert path == f"{cfg.platform.vllm_env}/bin:{GPU_IMAGE_PATH}", (recipe, path)
+                assert "/usr/local/cuda/bin" in path.split(":")
+                seen.add(recipe)
+            else:
+                assert path is None, (recipe, step, path)
+    assert "qwen2.5-vl-3b-1gpu" in seen

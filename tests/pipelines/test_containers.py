@@ -5,6 +5,9 @@ these out). Skipped, with the reason, when no Docker engine answers or an image 
   writes is the one the registry answered for the push, and a pull by that digest gives the same image.
 * The pipeline image built by ``make images``: its ``pip freeze`` agrees with constraints.txt for the
   packages that matter, it runs as uid 1000, and the CLI starts on a read-only root file system.
+* The training image (on the stand-in CUDA base where the real one cannot be pulled: no GPU kernels run):
+  torch, DeepSpeed, vLLM and TRL import as uid 1000 at its lock's versions (images/constraints-gpu.txt),
+  and build-data -> sft -> grpo-sif run in it on the CPU with those versions.
 * Pipeline steps through kfp's DockerRunner in that image, as uid 1000 (pipelines/run.py:
   ``run_in_containers``): a failing step fails the run (the outcome check itself, without an engine:
   tests/pipelines/test_container_outcomes.py).
@@ -33,6 +36,7 @@ BASES = read_env(REPO / "images" / "bases.env")
 REGISTRY = os.environ.get("SIFTHINKER_IMAGE_REGISTRY", BASES["IMAGE_REGISTRY"])
 TAG = os.environ.get("SIFTHINKER_IMAGE_TAG", BASES["IMAGE_TAG"])
 PIPELINE_IMAGE = f"{REGISTRY}/sifthinker:{TAG}"
+TRAIN_IMAGE = f"{REGISTRY}/sifthinker-train:{TAG}"
 # The packages whose versions decide behaviour: an image must carry exactly the CI pins of these.
 PINNED = ("torch", "torchvision", "transformers", "trl", "kfp", "mlflow", "kserve")
 
@@ -307,3 +311,89 @@ def test_an_image_is_built_on_exactly_its_pinned_base(name):
     layers = json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", base).stdout)
     built = json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", ref).stdout)
     assert built[: len(layers)] == layers, f"{ref} is not built on {base}"
+
+
+def _train_steps(image: str, envs: dict[str, dict[str, str]]):
+    """build-data -> sft -> grpo-sif: the pipeline's training components, in ``image``, each with its step's
+    environment as the pipeline gives it (grpo-sif's picks the image's vLLM environment)."""
+    from kfp import dsl
+
+    from components import build_data, grpo_sif, sft
+
+    @dsl.pipeline(name="train-steps")
+    def train_steps(recipe: str):
+        data = build_data(recipe=recipe)
+        tuned = sft(recipe=recipe, pipeline_run="train-image", train_data=data.outputs["train_data"])
+        rl = grpo_sif(recipe=recipe, pipeline_run="train-image", train_data=data.outputs["train_data"],
+                      sft_model=tuned.outputs["model"])
+        for step, task in (("build-data", data), ("sft", tuned), ("grpo-sif", rl)):
+            task.set_container_image(image)
+            for k, v in envs[step].items():
+                task.set_env_variable(k, v)
+
+    return train_steps
+
+
+STACK_PROBE = ("import json, os, sys, torch, torchvision, deepspeed, trl, transformers, sifthinker\n"
+               "try:\n    import vllm; v = vllm.__version__\nexcept ImportError:\n    v = None\n"
+               "print(json.dumps({'python': sys.executable, 'uid': os.getuid(), 'torch': torch.__version__.split('+')[0], "
+               "'torchvision': torchvision.__version__.split('+')[0], "
+               "'deepspeed': deepspeed.__version__, 'trl': trl.__version__, 'transformers': transformers.__version__, "
+               "'vllm': v}))")
+
+
+def test_the_training_image_imports_its_stack_and_trains_with_its_own_pins(tmp_path):
+    """The GPU steps' image has two Python environments (images/Dockerfile.train: vLLM 0.31 caps transformers
+    below the 5.18 that TRL's SFT of vision data needs; the first SFT in a one-environment image failed on
+    that): the default one at CI's pins, and the vLLM one at its lock's (images/constraints-gpu.txt). Both
+    import torch, DeepSpeed, TRL (and vLLM) as uid 1000 at those versions; the image's PATH is the one the
+    pipeline spells out for grpo-sif; and build-data -> sft -> grpo-sif train in it, grpo-sif (with
+    grpo.use_vllm) in the vLLM environment through the environment the pipeline gives it. On the stand-in
+    base there is no CUDA: torch's CUDA build runs on the CPU (rollouts fall back to generate), which proves
+    the Python layers, not the GPU kernels."""
+    need_image(TRAIN_IMAGE)
+    import dataclasses
+
+    from pipelines.run import run_in_containers, step_environments
+    from sifthinker.cluster.gpu_lock import read_pins
+    from sifthinker.cluster.step_access import GPU_IMAGE_PATH
+    from sifthinker.config.run_config import RunConfig
+    from sifthinker.runtime.stages import recipe_parameter
+
+    cfg = RunConfig.load(REPO / "recipes" / "local.yaml")
+    cfg = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, num_train=16, num_eval=4),
+        model=dataclasses.replace(cfg.model, tiny=dataclasses.replace(
+            cfg.model.tiny, hidden_size=32, intermediate_size=64, pretrain_steps=0)),
+        sft=dataclasses.replace(cfg.sft, epochs=1),
+        grpo=dataclasses.replace(cfg.grpo, num_items=2, num_generations=2, per_device_batch_size=2,
+                                 max_completion_length=32, epochs=1, use_vllm=True),
+        registry=dataclasses.replace(cfg.registry, tracking_uri="sqlite:////tmp/mlflow.db"))
+    envs = step_environments(cfg, {}, "train-image-test")
+    assert "PATH" in envs["grpo-sif"] and "PATH" not in envs["sft"]
+
+    image_path = json.loads(docker("image", "inspect", TRAIN_IMAGE, "--format", "{{json .Config.Env}}").stdout)
+    (path,) = [e.split("=", 1)[1] for e in image_path if e.startswith("PATH=")]
+    assert set(path.split(":")) <= set(GPU_IMAGE_PATH.split(":")), (path, GPU_IMAGE_PATH)
+    for env, lock in (({}, REPO / "constraints.txt"), (envs["grpo-sif"], REPO / "images" / "constraints-gpu.txt")):
+        flags = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+        out = docker("run", "--rm", *flags, "--entrypoint", "sh", TRAIN_IMAGE, "-c", 'exec python -c "$0"', STACK_PROBE).stdout
+        seen = json.loads(out.strip().splitlines()[-1])
+        pins = read_pins(lock)
+        assert seen.pop("uid") == 1000
+        python = seen.pop("python")
+        if seen["vllm"] is None:
+            seen.pop("vllm")
+        assert seen == {k: pins[k] for k in seen}, (python, seen)
+        assert ("vllm" in seen) == bool(env), python
+
+    run_dir = run_in_containers(_train_steps(TRAIN_IMAGE, envs), {"recipe": recipe_parameter(cfg)}, tmp_path / "root")
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["build-data", "grpo-sif", "sft"]
+    # each model was saved by its environment's transformers: sft by CI's, grpo-sif by the vLLM lock's
+    wrote = {"sft": read_pins(REPO / "constraints.txt")["transformers"],
+             "grpo-sif": read_pins(REPO / "images" / "constraints-gpu.txt")["transformers"]}
+    for step, version in wrote.items():
+        saved = run_dir / step / "model"
+        assert list(saved.glob("*.safetensors")), sorted(saved.iterdir())
+        assert json.loads((saved / "config.json").read_text())["transformers_version"] == version, step
+        assert (run_dir / step / "executor_output.json").stat().st_uid == 1000

@@ -14,12 +14,10 @@ import base64
 import io
 import json
 import os
-import pwd
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,56 +32,9 @@ from sifthinker.serving.process import free_port, start_process, stop_process, w
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not PG_BIN, reason="PostgreSQL is not installed (Debian: apt-get install postgresql)"),
-]
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: as root (CI, containers) run it as Debian's `postgres` user."""
-    if os.geteuid() != 0:
-        return cmd
-    return ["runuser", "-u", "postgres", "--", *cmd]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A PostgreSQL cluster in a temp folder, on a free port, with a password-protected `mlflow` database."""
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
-    bin_dir = PG_BIN[-1].parent
-    root = Path(tempfile.mkdtemp(prefix="sifthinker-pg-"))  # not under pytest's root-only tmp folder
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    pwfile = root / "pw"
-    pwfile.write_text("s3cret-pg\n")
-    if os.geteuid() == 0:
-        shutil.chown(pwfile, "postgres", "postgres")
-    port = free_port()
-    run = {"check": True, "capture_output": True, "text": True, "timeout": 120}
-    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "mlflow",
-                                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8"]), **run)
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-o", opts,
-                                 "-l", str(root / "server.log"), "-w", "start"]), **run)
-    try:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", port=port, user="mlflow", password="s3cret-pg", dbname="postgres",
-                             autocommit=True) as conn:
-            conn.execute("CREATE DATABASE mlflow")
-        yield f"postgresql://mlflow:s3cret-pg@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "stop"]),
-                       capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
+pytestmark = [pytest.mark.slow]  # the `postgres` fixture (tests/conftest.py) skips without PostgreSQL
 
 
 @pytest.fixture(scope="module")

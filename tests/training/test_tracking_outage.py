@@ -1,5 +1,6 @@
-"""Tracking-server outage: a real ``mlflow server`` (sqlite, as the fast suite's) stopped while a training
-step logs metrics, then started again on the same port and store.
+"""Tracking-server outage: a real ``mlflow server`` stopped while a training step logs metrics, then started
+again on the same port and store. Each test runs twice: on sqlite (the fast suite's store) and on a real
+PostgreSQL (as manifests/base/mlflow.yaml runs it; skipped, saying why, without Debian's package).
 
 * fast (``make test``): :class:`MetricsSender` keeps every point the stopped server did not take and sends
   it, in order and once, after the restart; past ``registry.tracking_outage_s`` the outage callback asks
@@ -38,6 +39,7 @@ class Tracking:
 
     root: Path
     port: int
+    store: str = ""  # the backend store URI; empty: sqlite in root
     proc: object = None
     starts: int = 0
 
@@ -48,7 +50,8 @@ class Tracking:
     def start(self) -> float:
         self.starts += 1
         log = self.root / f"mlflow-{self.starts}.log"
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+               self.store or f"sqlite:///{self.root / 'mlflow.db'}",
                "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port",
                str(self.port), "--workers", "1"]
         t0 = time.monotonic()
@@ -61,11 +64,16 @@ class Tracking:
         self.proc = None
 
 
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def tracking(request, tmp_path_factory):
+    store = ""
+    if request.param == "postgresql":
+        store = request.getfixturevalue("postgres")  # skips without PostgreSQL
+        subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", store], check=True, capture_output=True,
+                       timeout=300)
     saved = {k: os.environ.get(k) for k in QUICK_MLFLOW}
     os.environ.update(QUICK_MLFLOW)
-    t = Tracking(tmp_path_factory.mktemp("mlflow"), free_port())
+    t = Tracking(tmp_path_factory.mktemp("mlflow"), free_port(), store)
     t.start()
     yield t
     if t.proc is not None:

@@ -32,7 +32,7 @@ from sifthinker.config.run_config import RunConfig
 from sifthinker.config.schema import ConfigError
 from sifthinker.names import Env
 from sifthinker.serving.process import free_port
-from sifthinker.training.trainjob import job_name, run_as_trainjob
+from sifthinker.training.trainjob import build_trainjob, job_files, job_name, run_as_trainjob
 from sifthinker.training.trainjob_client import TrainJobClient, TrainJobError, TrainJobFailed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -466,3 +466,17 @@ def test_the_trainjobs_pods_get_the_training_steps_keys_optional_ones_optional(t
     assert refs["HF_TOKEN"] == {"name": "sifthinker-hf", "key": "token", "optional": True}
     assert refs["MLFLOW_TRACKING_PASSWORD"]["optional"] is True
     assert not any(n.startswith("AWS_") for n in refs)  # the recipe's checkpoints are on the PVC, not S3
+
+
+def test_the_nodes_of_a_grpo_job_with_vllm_rollouts_run_the_images_vllm_environment(tmp_path):
+    """The 2x8 recipe rolls out with vLLM: its grpo-sif nodes put the GPU image's vLLM environment first on
+    PATH (images/Dockerfile.train); its sft nodes keep the image's default environment."""
+    from sifthinker.cluster.step_access import GPU_IMAGE_PATH
+
+    t = gpu_trainjob(tmp_path)["spec"]["trainer"]
+    env = {e["name"]: e["value"] for e in t["env"] if "value" in e}
+    assert env["PATH"] == f"/opt/venv-vllm/bin:{GPU_IMAGE_PATH}"
+    cfg = RunConfig.load(REPO / "recipes" / "qwen2.5-vl-7b-2x8gpu.yaml")
+    files = job_files(dataclasses.replace(cfg, work_dir=str(tmp_path)), "sifthinker-sft-abc")
+    sft = build_trainjob(cfg, "sft", "sifthinker-sft-abc", "team-a", files, "/workspace/data/train", "/x/base")
+    assert "PATH" not in {e["name"] for e in sft["spec"]["trainer"]["env"]}

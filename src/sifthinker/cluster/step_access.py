@@ -176,14 +176,30 @@ class SecretMissing(RuntimeError):
     """A required secret key that is not there: the pod would not start (CreateContainerConfigError)."""
 
 
+# The GPU image's PATH (images/Dockerfile.train's /opt/venv first, then the nvidia/cuda base's, which has
+# nvcc for DeepSpeed's JIT ops): a PATH set on a container replaces the image's, so it is spelled out here;
+# tests/pipelines/test_containers.py checks it against the built image.
+GPU_IMAGE_PATH = "/opt/venv/bin:/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def python_env(cfg: RunConfig, step: str) -> dict[str, str]:
+    """The variables that pick a step's Python environment in its image: grpo-sif with ``grpo.use_vllm`` runs
+    in ``platform.vllm_env`` (vLLM's pins; its ``bin`` first on PATH), every other step in the image's
+    default. In an image without that folder PATH falls through to the default environment."""
+    if step == Stage.GRPO_SIF and cfg.grpo.use_vllm and cfg.platform.vllm_env:
+        return {"PATH": f"{cfg.platform.vllm_env.rstrip('/')}/bin:{GPU_IMAGE_PATH}"}
+    return {}
+
+
 def container_env(cfg: RunConfig, step: str, secrets: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The environment ``step``'s container starts with on a cluster, given the secrets' contents
-    (secret name -> key -> value): ``platform.env``, the workspace variable, and the step's secret keys.
+    (secret name -> key -> value): ``platform.env``, its Python environment (:func:`python_env`), the
+    workspace variable, and the step's secret keys.
 
     For the local container journey: pass the environment this returns to each container, and nothing
     else from the host, to run it the way a cluster delivers credentials.
     """
-    env = {k: str(v) for k, v in cfg.platform.env.items()}
+    env = {k: str(v) for k, v in cfg.platform.env.items()} | python_env(cfg, step)
     if cfg.platform.workspace_pvc:
         env[Env.WORK_DIR.value] = WORKSPACE_MOUNT
     for b in secret_bindings(cfg, step):

@@ -89,6 +89,9 @@ class PlatformConfig:
     image: str = _f("ghcr.io/sifthinker/sifthinker:0.1.0", "Container image of CPU steps.", nonempty=True)
     gpu_image: str = _f("ghcr.io/sifthinker/sifthinker-train:0.1.0", "Container image of GPU steps.",
                         nonempty=True)
+    vllm_env: str = _f("/opt/venv-vllm", "The GPU image's vLLM environment (images/Dockerfile.train): grpo-sif runs "
+                       "its Python when grpo.use_vllm, since vLLM 0.31 caps transformers below what SFT needs; "
+                       "empty: no separate environment.")
     gpu: GPUConfig = _f(help="Accelerators, scheduling and resources of GPU steps.", factory=GPUConfig)
     gpu_steps: list[str] = _f(help="Pipeline steps that run on GPU nodes (names from sifthinker.names.STAGES).",
                               factory=lambda: ["sft", "grpo-sif"])

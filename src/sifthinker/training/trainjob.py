@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sifthinker.cluster.step_access import secret_bindings
+from sifthinker.cluster.step_access import python_env, secret_bindings
 from sifthinker.config.run_config import RunConfig
 from sifthinker.config.schema import ConfigError
 from sifthinker.names import TRAINING_STAGES, WORKSPACE_MOUNT, Env
@@ -91,7 +91,8 @@ def _env(cfg: RunConfig, stage: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": Env.WORK_DIR.value, "value": WORKSPACE_MOUNT}]
     # torchrun forwards SIGTERM to the ranks and waits this long for their preemption checkpoint
     env += [{"name": k, "value": v} for k, v in torchrun_shutdown_env(cfg.platform.termination_grace_seconds).items()]
-    env += [{"name": k, "value": str(v)} for k, v in cfg.platform.env.items() if k != Env.WORK_DIR.value]
+    env += [{"name": k, "value": str(v)} for k, v in (cfg.platform.env | python_env(cfg, stage)).items()
+            if k != Env.WORK_DIR.value]
     # the keys the stage's KFP step would get, optional ones optional: a secret without them still starts
     for b in secret_bindings(cfg, stage):
         ref: dict[str, Any] = {"name": b.secret, "key": b.key}
