@@ -45,7 +45,13 @@ import dataclasses
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from sifthinker.cluster.step_access import eval_gpu_budget, python_env, secret_bindings, step_access, step_requests
+from sifthinker.cluster.step_access import (
+    eval_gpu_budget,
+    python_env,
+    secret_bindings,
+    step_access,
+    step_requests,
+)
 from sifthinker.config.platform_config import GPUConfig
 from sifthinker.config.run_config import RunConfig
 from sifthinker.config.schema import ConfigError
