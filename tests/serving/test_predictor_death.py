@@ -1,5 +1,7 @@
 """Predictor death under load: the SIF transformer (`sifthinker serve --predictor-host`) in front of a real
-native predictor process (`sifthinker serve` on the tiny model), both real processes. While clients keep
+predictor process on the tiny model, both real processes; each test runs with the native predictor
+(`sifthinker serve`) and with vLLM's OpenAI server (from its own venv, ``make vllm-env``; skipped, saying
+why, without it). While clients keep
 requests in flight through the transformer, the predictor is SIGKILLed (then started again on its port),
 and in the second test SIGSTOPped (hung) and SIGCONTinued. Clients must get 503 with Retry-After in the
 API's own error shape (never a hang, never a 500), readiness must turn false, and requests must succeed
@@ -11,6 +13,7 @@ docs/reliability.md (``pytest -s``). Opt-in: ``make test-faults``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,9 +30,10 @@ import yaml
 from PIL import Image
 
 from sifthinker.serving import openai_api as oa
-from sifthinker.serving.process import free_port, start_process, stop_process, wait_http
+from sifthinker.serving.process import free_port, start_process, start_vllm, stop_process, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
+VLLM_ENV = Path(os.environ.get("SIFTHINKER_VLLM_ENV", REPO / "work" / "vllm-env"))
 NAME = "sifthinker"
 PROBE_S, RETRY_AFTER_S = 2.0, 3.0
 CLIENT_TIMEOUT_S = 120  # far above anything expected: a request that reaches it has hung
@@ -59,29 +63,42 @@ class Pair:
     recipe: Path
     predictor_port: int
     front: str
+    kind: str = "native"  # or "vllm"
     predictor: object = None
     starts: int = 0
 
+    @property
+    def predictor_host(self) -> str:
+        """What the transformer's --predictor-host names: the native server's host:port, vLLM's OpenAI base."""
+        host = f"127.0.0.1:{self.predictor_port}"
+        return f"http://{host}/v1" if self.kind == "vllm" else host
+
     def start_predictor(self) -> float:
-        """Start the native predictor on its port; returns the seconds until it answered ready."""
+        """Start the predictor on its port; returns the seconds until it answered ready."""
         self.starts += 1
         log = self.root / f"predictor-{self.starts}.log"
+        t0 = time.monotonic()
+        if self.kind == "vllm":
+            self.predictor, _ = start_vllm(VLLM_ENV / "bin" / "python", self.model, self.predictor_port, log, NAME,
+                                           cwd=self.root)
+            return time.monotonic() - t0
         cmd = [sys.executable, "-m", "sifthinker.cli", "serve", "--model", str(self.model), "--recipe",
                str(self.recipe), "--port", str(self.predictor_port), "--name", NAME]
-        t0 = time.monotonic()
         self.predictor = start_process(cmd, log, env=_env(self.root), cwd=self.root)
         wait_http(f"http://127.0.0.1:{self.predictor_port}/v2/models/{NAME}/ready", self.predictor, log, 300)
         return time.monotonic() - t0
 
 
-@pytest.fixture(scope="module")
-def pair(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("predictor-death")
-    p = Pair(root, tiny_model_dir, _recipe(root), free_port(), "")
+@pytest.fixture(scope="module", params=["native", "vllm"])
+def pair(request, tiny_model_dir, tmp_path_factory):
+    if request.param == "vllm" and not (VLLM_ENV / ".ready").is_file():
+        pytest.skip(f"no vLLM environment at {VLLM_ENV}: run `make vllm-env` (~6.6 GB, ~10 min)")
+    root = tmp_path_factory.mktemp(f"predictor-death-{request.param}")
+    p = Pair(root, tiny_model_dir, _recipe(root), free_port(), "", request.param)
     p.start_predictor()
     port = free_port()
     log = root / "transformer.log"
-    cmd = [sys.executable, "-m", "sifthinker.cli", "serve", "--predictor-host", f"127.0.0.1:{p.predictor_port}",
+    cmd = [sys.executable, "-m", "sifthinker.cli", "serve", "--predictor-host", p.predictor_host,
            "--predictor-model", NAME, "--model_name", NAME, "--http_port", str(port), "--recipe", str(p.recipe)]
     front = start_process(cmd, log, env=_env(root), cwd=root)
     p.front = f"http://127.0.0.1:{port}"
@@ -91,7 +108,8 @@ def pair(tiny_model_dir, tmp_path_factory):
     finally:
         stop_process(front)
         if p.predictor is not None:
-            os.kill(p.predictor.pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.predictor.pid, signal.SIGCONT)
             stop_process(p.predictor)
 
 
@@ -193,7 +211,7 @@ def test_predictor_killed_under_load_gives_503_then_recovers(pair):
     try:
         load.wait_ok(0, 6)
         t_kill = time.monotonic()
-        pair.predictor.send_signal(signal.SIGKILL)
+        os.killpg(pair.predictor.pid, signal.SIGKILL)  # the pod dies: every process of the server
         pair.predictor.wait(30)
         in_flight_at_kill = sum(o.start < t_kill for o in load.outcomes if o.end > t_kill)
         time.sleep(2 * PROBE_S)  # clients keep sending while it is gone
@@ -206,7 +224,7 @@ def test_predictor_killed_under_load_gives_503_then_recovers(pair):
         load.wait_ok(t_restart + ready_s, 6)
     finally:
         load.finish()
-    print(f"\npredictor SIGKILL: {len(hit)} requests answered 503 ({in_flight_at_kill} in flight at the kill, "
+    print(f"\n{pair.kind} predictor SIGKILL: {len(hit)} requests answered 503 ({in_flight_at_kill} in flight at the kill, "
           f"answered within {answered_s:.2f} s); predictor restart {start_s:.1f} s, transformer ready "
           f"{ready_s:.1f} s after the restart began; {load.ok_after(t_restart + ready_s)} requests then 200")
 
@@ -216,7 +234,7 @@ def test_predictor_hung_under_load_gives_503_then_recovers(pair):
     try:
         load.wait_ok(0, 6)
         t_stop = time.monotonic()
-        os.kill(pair.predictor.pid, signal.SIGSTOP)  # hung: the port stays open, nothing answers
+        os.killpg(pair.predictor.pid, signal.SIGSTOP)  # hung: the port stays open, nothing answers
         while not any(o.end > t_stop and o.code for o in load.outcomes):
             assert time.monotonic() - t_stop < 60, "in-flight requests to a hung predictor were never answered"
             time.sleep(0.1)
@@ -224,11 +242,11 @@ def test_predictor_hung_under_load_gives_503_then_recovers(pair):
         _not_ready(pair.front)
         hit = _check_fault_answers(load, t_stop)
         t_cont = time.monotonic()
-        os.kill(pair.predictor.pid, signal.SIGCONT)
+        os.killpg(pair.predictor.pid, signal.SIGCONT)
         ready_s = _ready_again(pair.front, t_cont)
         load.wait_ok(t_cont + ready_s, 6)
     finally:
-        os.kill(pair.predictor.pid, signal.SIGCONT)
+        os.killpg(pair.predictor.pid, signal.SIGCONT)
         load.finish()
-    print(f"\npredictor SIGSTOP: first 503 {first_s:.2f} s after the stop (probe every {PROBE_S} s), {len(hit)} "
+    print(f"\n{pair.kind} predictor SIGSTOP: first 503 {first_s:.2f} s after the stop (probe every {PROBE_S} s), {len(hit)} "
           f"requests answered 503; transformer ready {ready_s:.1f} s after SIGCONT")

