@@ -339,3 +339,57 @@ def test_the_model_upload_rides_out_a_server_restart(tracking, tmp_path):
         os.environ.pop("MLFLOW_TRACKING_URI") if env_before is None else os.environ.update(MLFLOW_TRACKING_URI=env_before)
     print(f"\nmodel upload with MLflow down: {len(attempts)} attempts, done {done_s:.1f} s after the first (the "
           f"server's restart included); 0 files lost")
+
+
+@FAULTS
+@pytest.mark.faults
+def test_grpo_sample_tables_logged_during_an_outage_are_kept_and_sent_once_it_is_back(tracking, tmp_path):
+    """SampleTableCallback (grpo.sample_steps) with the server stopped: the sample step is kept on disk,
+    training is not disturbed, and it reaches the run, oldest first and once, with the next sample step
+    after the restart; nothing is left on disk."""
+    import mlflow
+    from PIL import Image
+    from transformers import TrainerControl
+
+    from sifthinker.training.samples import PENDING, SampleTableCallback
+
+    img = tmp_path / "scene.png"
+    Image.new("RGB", (64, 48), (200, 200, 200)).save(img)
+    trace = ('<think><area>[{"bbox_2d":[0.1,0.1,0.5,0.5],"depth":0.3}]</area><text>the cube</text></think>'
+             "<answer>red cube</answer>")
+
+    class Trainer:
+        _logs = {"prompt": [[{"role": "user", "content": "Where is the red cube?"}]] * 2,
+                 "completion": [trace, "no trace"], "rewards": {"r_format": [1.0, 0.0]},
+                 "extra": {"image": [str(img), str(img)]}, "advantages": [0.5, -0.5]}
+
+    class Args:
+        output_dir = str(tmp_path / "out")
+
+    class State:
+        is_world_process_zero, global_step = True, 0
+
+    cb = SampleTableCallback(every=1, num=2)
+    cb.trainer = Trainer()
+    mlflow.set_tracking_uri(tracking.uri)
+    mlflow.set_experiment("samples-outage")
+    with mlflow.start_run() as run:
+        State.global_step = 1
+        cb.on_log(Args, State, TrainerControl(), logs={"loss": 1.0})
+        tracking.stop()
+        try:
+            State.global_step = 2
+            cb.on_log(Args, State, TrainerControl(), logs={"loss": 1.0})  # no exception: training goes on
+            kept = sorted(p.name for p in (Path(Args.output_dir) / PENDING).iterdir())
+            assert kept == ["step_00002"] and cb.failing
+        finally:
+            tracking.start()
+        State.global_step = 3
+        cb.on_log(Args, State, TrainerControl(), logs={"loss": 1.0})
+    client = mlflow.MlflowClient(tracking.uri)
+    tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "samples") if a.path.endswith(".json"))
+    assert tables == [f"samples/step_{s:05d}.json" for s in (1, 2, 3)], tables
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "samples/step_00002.json")).read_text())
+    assert [r[table["columns"].index("completion")] for r in table["data"]] == [trace, "no trace"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "samples/step_00002")} >= {"samples/step_00002/0.png"}
+    assert not any((Path(Args.output_dir) / PENDING).iterdir()) and not cb.failing
