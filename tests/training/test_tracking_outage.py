@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,7 +66,7 @@ class Tracking:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def tracking(request, tmp_path_factory):
+def tracking_server(request, tmp_path_factory):
     store = ""
     if request.param == "postgresql":
         store = request.getfixturevalue("postgres")  # skips without PostgreSQL
@@ -80,6 +81,15 @@ def tracking(request, tmp_path_factory):
         t.stop()
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture
+def tracking(tracking_server):
+    """The module's server, running at the start of each test (a test that failed with it stopped must not
+    fail the next ones)."""
+    if tracking_server.proc is None:
+        tracking_server.start()
+    return tracking_server
 
 
 def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -254,13 +264,21 @@ def test_sft_past_the_outage_bound_checkpoints_fails_with_one_line_and_the_rerun
                                                                                          tmp_path):
     from sifthinker.training.checkpoints import MARKER
 
-    steps, bound_s = 80, 4.0
+    # Enough steps that training outlasts the bound after the server is gone, on any machine this runs on
+    # (a tiny SFT step is 0.2-0.7 s here); the trainer is held (SIGSTOP) while the server stops, so the
+    # server's own shutdown time cannot eat the steps: the first run of this test on a quiet machine
+    # finished its 80 steps before the bound was crossed.
+    steps, bound_s = 300, 4.0
     cmd, log = _sft(tmp_path, sft_inputs, _cfg(tmp_path, tracking.uri, "sft-long-outage", bound_s), steps)
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_steps(proc, log, 2)
-        tracking.stop()
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            tracking.stop()
+        finally:
+            proc.send_signal(signal.SIGCONT)
         t_down = time.monotonic()
         rc = proc.wait(600)
         fail_s = time.monotonic() - t_down
