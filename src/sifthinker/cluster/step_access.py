@@ -193,8 +193,10 @@ def python_env(cfg: RunConfig, step: str) -> dict[str, str]:
 
 def container_env(cfg: RunConfig, step: str, secrets: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The environment ``step``'s container starts with on a cluster, given the secrets' contents
-    (secret name -> key -> value): ``platform.env``, its Python environment (:func:`python_env`), the
-    workspace variable, and the step's secret keys.
+    (secret name -> key -> value): ``platform.env``, its Python environment (:func:`python_env`; the
+    compiled pipeline sets that on GPU steps only, and in an image without the vLLM folder PATH falls
+    through to the default environment, so a CPU step runs the same either way), the workspace variable,
+    and the step's secret keys.
 
     For the local container journey: pass the environment this returns to each container, and nothing
     else from the host, to run it the way a cluster delivers credentials.
