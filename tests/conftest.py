@@ -114,6 +114,15 @@ def moto_s3():
     server.stop()
 
 
+@pytest.fixture
+def s3(moto_s3, monkeypatch):
+    """The moto server as this process's S3 (credentials and ``AWS_ENDPOINT_URL`` in the environment)."""
+    for k, v in {**AWS_ENV, "AWS_ENDPOINT_URL": moto_s3.endpoint}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    return moto_s3
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(moto_s3, tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")

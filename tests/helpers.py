@@ -35,6 +35,21 @@ from sifthinker.training.trainjob import build_trainjob, job_files, owner_refere
 REPO = Path(__file__).resolve().parents[1]
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, obj: object) -> None:
+    """A stand-in HTTP server's JSON answer (``Content-Length`` set, so keep-alive clients read it whole);
+    a client that gave up (a timeout) before the answer is not an error of the stand-in."""
+    data = json.dumps(obj).encode()
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+
 # ---- real servers' handles and settings (the fixtures that start them are in conftest.py) ----------------
 S3_BUCKET = "sifthinker-artifacts"
 AWS_ENV = {
@@ -218,15 +233,7 @@ class StandInOpenAI:
                 pass
 
             def _send(self, code: int, obj: dict) -> None:
-                data = json.dumps(obj).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout) before this answer
+                send_json(self, code, obj)
 
             def do_GET(self):
                 if self.path.endswith("/models"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import AWS_ENV, data_build_cmd, done, snapshot
+from helpers import data_build_cmd, done, snapshot
 
 from sifthinker.cli import main
 from sifthinker.data.build import SyntheticSource, build_records, load_records
@@ -91,14 +91,6 @@ def test_sigkill_midway_then_the_same_command_gives_the_same_bytes(tmp_path):
 
 
 # ---- S3 (moto) --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3(moto_s3, monkeypatch):
-    for k, v in {**AWS_ENV, "AWS_ENDPOINT_URL": moto_s3.endpoint}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    return moto_s3
 
 
 def test_s3_round_trip_resume_and_refusal(s3, tmp_path):

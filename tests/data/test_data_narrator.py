@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from helpers import send_json
 from PIL import Image
 
 from sifthinker.data.build import build_records, load_records
@@ -55,15 +56,7 @@ class ScriptedChatServer:
                 pass
 
             def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
-                    pass
+                send_json(self, status, payload)
 
             def do_GET(self):
                 self._send(200, {"object": "list", "data": [{"id": "scripted-vlm", "object": "model"}]})

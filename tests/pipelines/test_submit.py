@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import send_json
 
 from sifthinker.cli import main
 from sifthinker.config.run_config import RunConfig
@@ -46,12 +47,7 @@ class KfpStandIn:
                 pass
 
             def _send(self, body: dict, code: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def _record(self) -> dict:
                 u = urlparse(self.path)

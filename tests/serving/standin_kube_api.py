@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from helpers import send_json
+
 from sifthinker.cluster import crds
 
 _PATH = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/]+))?$")
@@ -50,12 +52,7 @@ class StandInKubeAPI:
                 pass
 
             def _send(self, status, obj):
-                raw = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                send_json(self, status, obj)
 
             def _status(self, code, reason, message):
                 self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import random_image, transformer
+from helpers import random_image, send_json, transformer
 
 from sifthinker.method.prompts import INSTRUCTION
 from sifthinker.serving import openai_api as oa
@@ -40,12 +40,7 @@ class StandInOpenAIPredictor:
                 pass
 
             def _json(self, status, obj):
-                raw = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                send_json(self, status, obj)
 
             def do_GET(self):  # noqa: N802
                 self._json(200, {"object": "list", "data": [{"id": "sifthinker", "object": "model"}]})

@@ -1,17 +1,8 @@
 """`sifthinker.storage.locations.localize` against a real moto S3 server (boto3, AWS_ENDPOINT_URL*)."""
 
 import pytest
-from helpers import AWS_ENV
 
 from sifthinker.storage.locations import StorageError, localize, split_s3
-
-
-@pytest.fixture
-def s3(moto_s3, monkeypatch):
-    for k, v in {**AWS_ENV, "AWS_ENDPOINT_URL": moto_s3.endpoint}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    return moto_s3
 
 
 def put(s3, key: str, body: bytes) -> None:

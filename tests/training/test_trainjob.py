@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-from helpers import gpu_trainjob, make_cfg, make_records
+from helpers import gpu_trainjob, make_cfg, make_records, send_json
 from kfp.dsl import Dataset, Model
 
 from sifthinker.cluster import crds
@@ -167,12 +167,7 @@ class KubeStandIn:
                 pass
 
             def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def _record(self) -> tuple[str, dict, dict | None]:
                 u = urlparse(self.path)
